@@ -1,0 +1,106 @@
+"""The defaults every experiment config starts from (``configs/*.py`` override them)."""
+
+from __future__ import annotations
+
+from ml_collections import ConfigDict
+
+__all__ = ["base_config", "load_config_file", "optimization"]
+
+
+def optimization(**overrides) -> ConfigDict:
+    """One stage's optimization settings (method.md §4)."""
+    opt = ConfigDict(
+        {
+            "epochs": 1.0,
+            "optimizer": "sgd",  # "sgd" | "adam"
+            "learning_rate": 0.01,
+            "momentum": 0.9,
+            "weight_decay": 0.0,
+            "schedule": "step",  # "constant" | "cosine" | "step"
+            "decay_epochs": (),
+            "decay_factor": 0.1,
+            "warmup_epochs": 0.0,
+        }
+    )
+    opt.update(overrides)
+    return opt
+
+
+def base_config() -> ConfigDict:
+    """All fields, with the paper's CIFAR-10 LNS settings where they apply (Part A)."""
+    c = ConfigDict()
+    c.seed = 0
+    c.stages = "pretrain,lns"  # comma-separated, from pretrain | finetune | lns
+    c.init_from = ""  # workdir of a run with a pretrain stage (when stages has no pretrain)
+    # Data: "mnist" | "tfds:<name>" | "npz:<path>".
+    c.dataset = "mnist"
+    c.data_dir = ""
+    c.validation_fraction = 0.0
+    c.train_subset = 0  # 0 = all
+    c.image_size = 0  # 0 = the data set's default (ImageNet: 224)
+    c.batch_size = 128
+    c.eval_batch_size = 1000
+    c.data_threads = 2
+    # Model: name plus its keyword arguments; dtype is the compute dtype.
+    c.model = ConfigDict({"name": "cnn", "dtype": "float32"})
+    # Binarization shared by all stages (D8, D9).
+    c.binary = ConfigDict(
+        {
+            "weight_scale": "layer",  # D8: "none" | "layer" | "channel"
+            "weight_ste": "identity",  # STE of sign(W) in pretrain/finetune
+            "weight_clip": 1.0,
+            "activation": "ste_sign",  # D9: "ste_sign" | "approx_sign" | "none"
+            "act_clip": 1.0,
+        }
+    )
+    # The LNS stage (D1-D7) and its optimization.
+    c.lns = optimization(epochs=120, learning_rate=0.01, decay_epochs=(30, 60, 90))
+    c.lns.update(
+        {
+            "alpha": 1.0,  # Eq. 21 (D4)
+            "rho_pos": 0.005,  # Eq. 8 (D4)
+            "rho_neg": 0.005,  # Eq. 9 (D4)
+            "labels": "current",  # D1: "current" | "pretrained"
+            "weight_ste": "identity",  # D2: "identity" | "clipped"
+            "reduction": "sum",  # D3: "sum" (Eq. 17) | "mean" (Eq. 16)
+            "residual": False,  # D6 option
+            "warmup_steps": 2000,  # D7 cap (Adam steps on theta only)
+            "warmup_target": 0.995,  # D7 per-layer agreement target
+            "warmup_lr": 1e-3,
+        }
+    )
+    c.pretrain = optimization(epochs=400, learning_rate=0.1, schedule="cosine")
+    c.finetune = optimization(epochs=120, learning_rate=0.01, decay_epochs=(30, 60, 90))
+    # Running.
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 0  # 0 = at the end of every epoch only
+    c.progress_bar = True
+    c.mesh_shape = (-1,)  # ("data",) mesh over all devices
+    return c
+
+
+def load_config_file(path: str, overrides: dict | None = None) -> ConfigDict:
+    """``get_config()`` of a config file, with ``{"a.b": value}`` overrides applied.
+
+    Example:
+        >>> c = load_config_file("configs/mnist_lns.py", {"lns.alpha": 0.5})
+        >>> c.lns.alpha
+        0.5
+    """
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bnnns_config", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"config file {path!r} not found")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    for key, value in (overrides or {}).items():
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        if leaf not in node:
+            raise KeyError(f"config has no field {key!r}")
+        node[leaf] = value
+    return config

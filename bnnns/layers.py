@@ -1,0 +1,222 @@
+"""Binary Flax layers: ``BinaryConv`` and ``BinaryDense`` (method.md §1.1-1.3, §3.1).
+
+A binary layer keeps real latent weights ``W`` (param ``kernel``) and computes with
+``B * (s * Q)`` where ``B = act(X)`` are the binarized inputs (Eq. 2) and ``Q`` the binary
+weights:
+
+- ``weight_binarizer="sign"``: ``Q = sign(W)`` through a straight-through estimator (Eq. 1, 3).
+- ``weight_binarizer="lns"``: ``Q = sign(q^)``, ``q^ = MappingNet(W)`` (Eq. 4; D2), with the
+  identity STE from the layer back to ``q^`` by default (D2). The layer also computes its
+  auxiliary loss ``l~_i`` of Eqs. 15/17 between ``q^`` and the noisy labels ``Q~`` (D1) and
+  sows it, with the label agreement, into the ``"lns"`` collection, so a train step forms
+  ``L = l_cls + alpha * sum_i l~_i`` (Eq. 21) without knowing the model
+  (:func:`collect_aux_loss`).
+
+Every binary layer sows its binary weights ``sign(.)`` (int8) into ``"binary_weights"``; sow
+is a no-op unless that collection is mutable, so this costs nothing in the train step and
+serves export and the flip-rate metric (D12).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bnnns.estimators import approx_sign, sign, ste_sign
+from bnnns.losses import check_noise_rates, lns_loss
+from bnnns.mapping import MappingNet
+from bnnns.metrics import sign_agreement
+from bnnns.scaling import SCALE_MODES, weight_scale
+
+__all__ = [
+    "BinaryConv",
+    "BinaryDense",
+    "binarize_activations",
+    "collect_aux_loss",
+    "drop_sown",
+    "SOWN_COLLECTIONS",
+    "WEIGHT_BINARIZERS",
+    "ACTIVATION_ESTIMATORS",
+    "WEIGHT_STES",
+]
+
+WEIGHT_BINARIZERS = ("sign", "lns")
+ACTIVATION_ESTIMATORS = ("ste_sign", "approx_sign", "none")
+WEIGHT_STES = ("identity", "clipped")
+LABEL_SOURCES = ("current", "pretrained")
+REDUCTIONS = ("sum", "mean")
+
+
+def binarize_activations(x: jax.Array, estimator: str, clip: float = 1.0) -> jax.Array:
+    """``B = sign(X)`` with the chosen estimator (Eq. 2; D9); ``"none"`` leaves X real."""
+    if estimator == "ste_sign":
+        return ste_sign(x, clip)
+    if estimator == "approx_sign":
+        return approx_sign(x)
+    if estimator == "none":
+        return x
+    raise ValueError(
+        f"activation estimator must be one of {ACTIVATION_ESTIMATORS}, got {estimator!r}"
+    )
+
+
+SOWN_COLLECTIONS = ("lns", "binary_weights")
+
+
+def drop_sown(variables: Any) -> dict:
+    """Remove the sown collections (:data:`SOWN_COLLECTIONS`) that ``Module.init`` returns.
+
+    ``init`` runs with every collection mutable, so it hands back one sown ``aux_loss`` per
+    layer; passing those to ``apply`` would append to them. Keep only the real state.
+    """
+    return {k: v for k, v in variables.items() if k not in SOWN_COLLECTIONS}
+
+
+def collect_aux_loss(lns_collection: Any) -> jax.Array:
+    """Sum of every ``aux_loss`` sown in an ``"lns"`` collection: ``sum_i l~_i`` of Eq. 21."""
+    total = jnp.zeros((), jnp.float32)
+    flat = jax.tree_util.tree_flatten_with_path(lns_collection)[0]
+    for path, leaf in flat:
+        if any(getattr(k, "key", None) == "aux_loss" for k in path):
+            total = total + jnp.asarray(leaf, jnp.float32)
+    return total
+
+
+class _BinaryWeights(nn.Module):
+    """Shared weight binarization of :class:`BinaryConv` and :class:`BinaryDense`."""
+
+    features: int
+    weight_binarizer: str = "sign"
+    weight_scale: str = "layer"
+    weight_ste: str = "identity"
+    weight_clip: float = 1.0
+    rho_pos: float = 0.005
+    rho_neg: float = 0.005
+    aux_reduction: str = "sum"
+    labels: str = "current"
+    residual_mapping: bool = False
+
+    def _check(self) -> None:
+        checks = {
+            "weight_binarizer": (self.weight_binarizer, WEIGHT_BINARIZERS),
+            "weight_scale": (self.weight_scale, SCALE_MODES),
+            "weight_ste": (self.weight_ste, WEIGHT_STES),
+            "aux_reduction": (self.aux_reduction, REDUCTIONS),
+            "labels": (self.labels, LABEL_SOURCES),
+        }
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(
+                    f"{type(self).__name__}.{name} must be one of {allowed}, got {value!r}"
+                )
+        check_noise_rates(self.rho_pos, self.rho_neg)
+
+    def binary_kernel(self, kernel: jax.Array) -> jax.Array:
+        """``s * Q`` (D8 scale times binary weights), differentiable through the STE."""
+        self._check()
+        clip = None if self.weight_ste == "identity" else self.weight_clip
+        scale = weight_scale(kernel, self.weight_scale)
+        if self.weight_binarizer == "sign":
+            binary = ste_sign(kernel, clip)
+        else:
+            q_hat = MappingNet(residual=self.residual_mapping, name="mapping")(kernel)  # Eq. 4
+            q_tilde = self._noisy_labels(kernel)
+            aux = lns_loss(q_hat, q_tilde, self.rho_pos, self.rho_neg, self.aux_reduction)
+            self.sow("lns", "aux_loss", aux)  # Eq. 15 / 17
+            self.sow("lns", "label_agreement", sign_agreement(q_hat, q_tilde))
+            binary = ste_sign(q_hat, clip)  # D2: sign(f_theta(W)), STE back to q^
+        self.sow("binary_weights", "kernel", binary.astype(jnp.int8))
+        return binary * scale.astype(binary.dtype)
+
+    def _noisy_labels(self, kernel: jax.Array) -> jax.Array:
+        """``Q~`` of D1: ``sign(W)`` now (stop-gradient) or frozen signs of the initial W."""
+        if self.labels == "current":
+            return sign(jax.lax.stop_gradient(kernel))
+        frozen = self.variable("lns_labels", "q_tilde", lambda: sign(kernel).astype(jnp.int8))
+        return frozen.value.astype(kernel.dtype)
+
+
+class BinaryConv(_BinaryWeights):
+    """2-D convolution with binary weights and (optionally) binary inputs (Eq. 2).
+
+    Attributes:
+      features: output channels.
+      kernel_size: ``(kh, kw)``.
+      strides: ``(sh, sw)``.
+      padding: ``"SAME"``, ``"VALID"`` or explicit pairs, as in ``lax.conv_general_dilated``.
+      activation: ``"ste_sign"`` (clipped STE, D9), ``"approx_sign"`` (Bi-Real) or ``"none"``.
+      act_clip: clip range of the activation STE.
+      weight_binarizer: ``"sign"`` or ``"lns"`` (D2).
+      weight_scale: ``"none"``, ``"layer"`` or ``"channel"`` (D8).
+      weight_ste: ``"identity"`` (D2 default) or ``"clipped"`` (``1{|.| <= weight_clip}``).
+      rho_pos, rho_neg: noise rates of Eqs. 8-9 (D4). aux_reduction: ``"sum"`` (Eq. 17, D3)
+        or ``"mean"`` (Eq. 16). labels: ``"current"`` or ``"pretrained"`` (D1).
+      residual_mapping: zero-initialised residual mapping (D6 option).
+      dtype: compute dtype (``None``: the input's).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, bnnns
+        >>> layer = bnnns.BinaryConv(8, weight_binarizer="lns")
+        >>> x = jnp.ones((2, 5, 5, 4))
+        >>> variables = bnnns.layers.drop_sown(layer.init(jax.random.key(0), x))
+        >>> y, cols = layer.apply(variables, x, mutable=["lns"])
+        >>> y.shape, sorted(cols["lns"])
+        ((2, 5, 5, 8), ['aux_loss', 'label_agreement'])
+    """
+
+    kernel_size: Sequence[int] = (3, 3)
+    strides: Sequence[int] = (1, 1)
+    padding: Any = "SAME"
+    activation: str = "ste_sign"
+    act_clip: float = 1.0
+    kernel_init: Callable = nn.initializers.kaiming_normal()
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        kernel = self.param(
+            "kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32
+        )
+        dtype = self.dtype or x.dtype
+        w = self.binary_kernel(kernel).astype(dtype)
+        xb = binarize_activations(x.astype(dtype), self.activation, self.act_clip)
+        return jax.lax.conv_general_dilated(
+            xb,
+            w,
+            window_strides=tuple(self.strides),
+            padding=self.padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+
+
+class BinaryDense(_BinaryWeights):
+    """Dense layer with binary weights and (optionally) binary inputs.
+
+    Takes the same binarization attributes as :class:`BinaryConv`. With ``weight_binarizer=
+    "lns"`` each output unit's weight vector is one 1x1 "image" of the mapping network (D6).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, bnnns
+        >>> layer = bnnns.BinaryDense(3)
+        >>> variables = layer.init(jax.random.key(0), jnp.ones((2, 5)))
+        >>> layer.apply(variables, jnp.ones((2, 5))).shape
+        (2, 3)
+    """
+
+    activation: str = "ste_sign"
+    act_clip: float = 1.0
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+        dtype = self.dtype or x.dtype
+        w = self.binary_kernel(kernel).astype(dtype)
+        xb = binarize_activations(x.astype(dtype), self.activation, self.act_clip)
+        return xb @ w

@@ -1,0 +1,62 @@
+"""Per-epoch metrics to JSON lines and TensorBoard event files (process 0 only)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+__all__ = ["MetricWriter"]
+
+
+def _scalars(record: dict, prefix: str = "") -> dict[str, float]:
+    out = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_scalars(value, name + "/"))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+class MetricWriter:
+    """Appends one JSON object per record to ``<workdir>/metrics.jsonl`` and writes the numeric
+    fields as TensorBoard scalars under ``<workdir>/tensorboard``. Does nothing when
+    ``enabled`` is false (processes other than 0)."""
+
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def truncate_after(self, stage: str, step: int) -> None:
+        """Drop records of ``stage`` logged after ``step`` (work redone after a resume)."""
+        if not self.enabled or not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        keep = [r for r in records if not (r.get("stage") == stage and r.get("step", 0) > step)]
+        if len(keep) != len(records):
+            with open(self.path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in keep)
+
+    def write(self, record: dict[str, Any], tb_step: int) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        stage = record.get("stage", "")
+        for name, value in _scalars(record).items():
+            if name not in ("step", "epoch") and math.isfinite(value):
+                self._tb.add_scalar(f"{stage}/{name}", value, tb_step)
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()

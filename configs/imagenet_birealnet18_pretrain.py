@@ -1,0 +1,34 @@
+"""ImageNet Bi-Real ResNet-18 + PReLU baseline (method.md §4, §6.4; Table 3: 59.0% top-1).
+
+    python train.py --config configs/imagenet_birealnet18_pretrain.py --workdir runs/in_pretrain
+
+Recipe (§4): 120 epochs, batch 256, SGD momentum 0.9, lr 0.1 x0.1 at epochs 70/90/110,
+weight decay 0; random-resized-crop 224 + flip, centre crop for eval. Per-channel scale,
+ApproxSign activations, clipped weight STE (Bi-Real). Needs ImageNet prepared for TFDS as
+ArrayRecord (`tfds build --file_format=array_record imagenet2012` with the manual download).
+"""
+
+from bnnns.default_config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.dataset = "tfds:imagenet2012"
+    c.stages = "pretrain"
+    c.image_size = 224
+    c.model.update(name="birealnet18", prelu=True)
+    c.binary.update(weight_scale="channel", weight_ste="clipped", activation="approx_sign")
+    c.batch_size = 256
+    c.eval_batch_size = 500
+    c.data_threads = 16
+    c.pretrain.update(
+        epochs=120,
+        optimizer="sgd",
+        learning_rate=0.1,
+        momentum=0.9,
+        weight_decay=0.0,
+        schedule="step",
+        decay_epochs=(70, 90, 110),
+    )
+    c.checkpoint_every_steps = 2000
+    return c

@@ -1,0 +1,117 @@
+"""Tests of BinaryConv / BinaryDense (Eqs. 2, 4, 15, 17, 21; D1, D2, D6, D8)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+import bnnns
+from bnnns.layers import collect_aux_loss, drop_sown
+
+
+def conv_setup(**kwargs):
+    layer = bnnns.BinaryConv(6, **kwargs)
+    x = jax.random.normal(jax.random.key(0), (2, 7, 7, 4))
+    variables = drop_sown(layer.init(jax.random.key(1), x))
+    return layer, variables, x
+
+
+class BinaryLayerTest(chex.TestCase):
+    def test_sign_conv_uses_scaled_binary_weights(self):
+        layer, variables, x = conv_setup(weight_scale="layer")
+        y = layer.apply(variables, x)
+        w = variables["params"]["kernel"]
+        wb = jnp.where(w >= 0, 1.0, -1.0) * jnp.mean(jnp.abs(w))
+        xb = jnp.where(x >= 0, 1.0, -1.0)
+        ref = jax.lax.conv_general_dilated(
+            xb, wb, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+    def test_binary_weights_are_exported(self):
+        layer, variables, x = conv_setup(weight_binarizer="lns")
+        _, cols = layer.apply(variables, x, mutable=["binary_weights"])
+        q = cols["binary_weights"]["kernel"][0]
+        self.assertEqual(q.dtype, jnp.int8)
+        self.assertEqual(set(np.unique(np.asarray(q))) <= {-1, 1}, True)
+        q_hat = bnnns.MappingNet().apply(
+            {"params": variables["params"]["mapping"]}, variables["params"]["kernel"]
+        )
+        np.testing.assert_array_equal(q, np.where(q_hat >= 0, 1, -1))
+
+    @parameterized.parameters("sign", "lns")
+    def test_gradients_reach_w_and_theta(self, binarizer):
+        layer, variables, x = conv_setup(weight_binarizer=binarizer)
+
+        def loss(params):
+            y, cols = layer.apply({"params": params}, x, mutable=["lns"])
+            return jnp.mean(y**2) + collect_aux_loss(cols.get("lns", {}))
+
+        grads = jax.grad(loss)(variables["params"])
+        self.assertGreater(float(jnp.abs(grads["kernel"]).sum()), 0)
+        if binarizer == "lns":
+            for leaf in jax.tree.leaves(grads["mapping"]):
+                chex.assert_tree_all_finite(leaf)
+            self.assertGreater(
+                sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads["mapping"])), 0
+            )
+
+    def test_classification_gradient_reaches_theta_through_ste(self):
+        """Eq. 19-20 / Algorithm 1 l.10-11: l_cls alone gives dL/dtheta != 0 (D2 identity STE)."""
+        layer, variables, x = conv_setup(weight_binarizer="lns")
+        grads = jax.grad(lambda p: jnp.mean(layer.apply({"params": p}, x) ** 2))(
+            variables["params"]
+        )
+        self.assertGreater(float(jnp.abs(grads["mapping"]["Conv_0"]["kernel"]).sum()), 0)
+
+    def test_aux_loss_is_eq17(self):
+        layer, variables, x = conv_setup(weight_binarizer="lns", rho_pos=0.01, rho_neg=0.02)
+        _, cols = layer.apply(variables, x, mutable=["lns"])
+        w = variables["params"]["kernel"]
+        q_hat = bnnns.MappingNet().apply({"params": variables["params"]["mapping"]}, w)
+        expected = bnnns.lns_loss(q_hat, jnp.where(w >= 0, 1.0, -1.0), 0.01, 0.02, "sum")
+        np.testing.assert_allclose(collect_aux_loss(cols["lns"]), expected, rtol=1e-5)
+        agreement = cols["lns"]["label_agreement"][0]
+        np.testing.assert_allclose(agreement, 1 - bnnns.flip_rate(q_hat, w))
+
+    @parameterized.parameters("layer", "channel", "none")
+    def test_zero_init_residual_lns_equals_sign_layer(self, scale):
+        """D6 residual mapping at init: the LNS layer computes exactly what the sign layer does."""
+        lns, variables, x = conv_setup(
+            weight_binarizer="lns", residual_mapping=True, weight_scale=scale
+        )
+        sign_layer = bnnns.BinaryConv(6, weight_scale=scale)
+        y_sign = sign_layer.apply({"params": {"kernel": variables["params"]["kernel"]}}, x)
+        np.testing.assert_array_equal(lns.apply(variables, x), y_sign)
+
+    def test_dense_lns(self):
+        layer = bnnns.BinaryDense(3, weight_binarizer="lns", activation="none")
+        x = jax.random.normal(jax.random.key(0), (4, 5))
+        variables = drop_sown(layer.init(jax.random.key(1), x))
+        y, cols = layer.apply(variables, x, mutable=["lns"])
+        chex.assert_shape(y, (4, 3))
+        self.assertEqual(cols["lns"]["aux_loss"][0].shape, ())
+
+    def test_pretrained_labels_are_frozen(self):
+        layer, variables, x = conv_setup(weight_binarizer="lns", labels="pretrained")
+        self.assertIn("lns_labels", variables)
+        frozen = variables["lns_labels"]["q_tilde"]
+        np.testing.assert_array_equal(frozen, np.where(variables["params"]["kernel"] >= 0, 1, -1))
+        params = jax.tree.map(lambda p: p, variables["params"])
+        params["kernel"] = -params["kernel"]  # W changes, the labels must not
+        _, cols = layer.apply({**variables, "params": params}, x, mutable=["lns"])
+        q_hat = bnnns.MappingNet().apply({"params": params["mapping"]}, params["kernel"])
+        expected = bnnns.lns_loss(q_hat, frozen.astype(jnp.float32), 0.005, 0.005)
+        np.testing.assert_allclose(collect_aux_loss(cols["lns"]), expected, rtol=1e-5)
+
+    @parameterized.parameters(
+        ({"weight_binarizer": "xnor"}, "weight_binarizer"),
+        ({"weight_scale": "filter"}, "weight_scale"),
+        ({"activation": "tanh"}, "activation"),
+        ({"rho_pos": 0.6, "rho_neg": 0.5}, "rho_pos \\+ rho_neg"),
+    )
+    def test_bad_options(self, kwargs, pattern):
+        with pytest.raises(ValueError, match=pattern):
+            conv_setup(**kwargs)

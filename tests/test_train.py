@@ -1,0 +1,114 @@
+"""End-to-end tests of the training pipeline (issue: train BNNs end to end)."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from helpers import tiny_config
+
+from bnnns.checkpointing import StageCheckpointer
+from bnnns.train_lib import _Run, _Stage, train_and_evaluate
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_at(stage, epoch):
+    def callback(record):
+        if record["stage"] == stage and record["epoch"] == epoch:
+            raise Crash(f"{stage} epoch {epoch}")
+
+    return callback
+
+
+def final_params(workdir, config, stage):
+    """Restore the newest checkpoint of ``stage`` from ``workdir`` as host arrays."""
+    from bnnns import sharding
+    from bnnns.metric_writer import MetricWriter
+    from bnnns.train_lib import load_data
+
+    splits, info = load_data(config)
+    run = _Run(
+        config, workdir, splits, info, sharding.make_mesh(), MetricWriter(workdir, False), ()
+    )
+    st = _Stage(run, stage)
+    state, meta = st.checkpointer.restore(st.abstract_state)
+    st.checkpointer.close()
+    return jax.device_get(state), meta
+
+
+def test_summary_and_outputs(tmp_path):
+    config = tiny_config()
+    summary = train_and_evaluate(config, str(tmp_path))
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert [s["stage"] for s in on_disk["stages"]] == ["pretrain", "lns"]
+    for s in on_disk["stages"]:
+        assert set(s) >= {"stage", "test_accuracy", "best_test_accuracy", "steps", "seconds"}
+        assert 0.0 <= s["test_accuracy"] <= s["best_test_accuracy"] <= 1.0
+        assert s["steps"] == 2 * (512 // 64)
+    assert (
+        on_disk["test_accuracy"]
+        == summary["test_accuracy"]
+        == on_disk["stages"][-1]["test_accuracy"]
+    )
+    assert on_disk["config"]["stages"] == "pretrain,lns"
+    lns = on_disk["stages"][1]
+    assert lns["warm_start"]["min_agreement"] > 0.9
+    assert set(lns["label_agreement"]) == {"BinaryConv_0", "BinaryConv_1", "BinaryConv_2"}
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in records] == [
+        ("pretrain", 1),
+        ("pretrain", 2),
+        ("lns", 1),
+        ("lns", 2),
+    ]
+    for r in records:
+        assert 0 <= r["flip_rate"] <= 1 and np.isfinite(r["train_loss"])
+        assert set(r["flip_rate_per_layer"]) == {"BinaryConv_0", "BinaryConv_1", "BinaryConv_2"}
+    assert records[2]["train_aux"] != 0 and records[0]["train_aux"] == 0
+    assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    config = tiny_config(**{"checkpoint_every_steps": 3})
+    train_and_evaluate(config, str(tmp_path / "straight"))
+    resumed = str(tmp_path / "resumed")
+    for crash in (crash_at("pretrain", 1), crash_at("lns", 1)):
+        with pytest.raises(Crash):
+            train_and_evaluate(config, resumed, callbacks=[crash])
+    summary = train_and_evaluate(config, resumed)
+    a, meta_a = final_params(str(tmp_path / "straight"), config, "lns")
+    b, meta_b = final_params(resumed, config, "lns")
+    assert int(a.step) == int(b.step) == 16
+    jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+    jax.tree.map(np.testing.assert_array_equal, a.model_state, b.model_state)
+    assert [r["test_accuracy"] for r in meta_a["history"]] == [
+        r["test_accuracy"] for r in meta_b["history"]
+    ]
+    assert len(summary["stages"]) == 2
+    records = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert len(records) == 4  # nothing logged twice
+
+
+def test_finetune_from_init_from(tmp_path):
+    train_and_evaluate(tiny_config(stages="pretrain"), str(tmp_path / "pre"))
+    config = tiny_config(stages="finetune,lns", init_from=str(tmp_path / "pre"))
+    summary = train_and_evaluate(config, str(tmp_path / "ft"))
+    assert [s["stage"] for s in summary["stages"]] == ["finetune", "lns"]
+    pre, _ = final_params(str(tmp_path / "pre"), config, "pretrain")
+    ckpt = StageCheckpointer(str(tmp_path / "ft" / "checkpoints" / "finetune"))
+    assert ckpt.latest_step() == 8
+    ckpt.close()
+    assert pre.params["stem"]["kernel"].shape == (3, 3, 1, 4)
+
+
+@pytest.mark.slow
+def test_real_mnist_subset_beats_90_percent(tmp_path):
+    config = tiny_config(stages="pretrain", train_subset=12800, batch_size=128)
+    config.model.width = 16
+    config.pretrain.epochs = 3
+    summary = train_and_evaluate(config, str(tmp_path))
+    assert summary["test_accuracy"] > 0.90, summary["stages"]

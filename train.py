@@ -1,0 +1,52 @@
+"""Command line: ``python train.py --config configs/<name>.py --workdir DIR [--config.k=v ...]``.
+
+Without flags it runs the default pipeline (``configs/mnist_lns.py``) in a fresh folder under
+``runs/``. The loop itself is :func:`bnnns.train_lib.train_and_evaluate`.
+"""
+
+import datetime
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+config_flags.DEFINE_config_file(
+    "config", os.path.join(HERE, "configs", "mnist_lns.py"), "Experiment config file."
+)
+flags.DEFINE_string("workdir", None, "Output folder; default: a fresh folder under runs/.")
+flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0.")
+flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-host: index of this process.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    import jax
+
+    multi = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    if any(v is not None for v in multi):
+        if any(v is None for v in multi):
+            sys.exit("--coordinator_address, --num_processes and --process_id go together")
+        jax.distributed.initialize(
+            coordinator_address=FLAGS.coordinator_address,
+            num_processes=FLAGS.num_processes,
+            process_id=FLAGS.process_id,
+        )
+    else:
+        try:  # TPU pods, SLURM, ...: JAX detects the cluster itself; else single process.
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError):
+            pass
+    from bnnns.train_lib import train_and_evaluate
+
+    workdir = FLAGS.workdir or os.path.join(
+        "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    )
+    train_and_evaluate(FLAGS.config, workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)
