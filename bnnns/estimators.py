@@ -1,8 +1,8 @@
 """Sign estimators: forward ``sign``, surrogate (straight-through) gradients.
 
-``ste_sign`` and ``approx_sign`` are ``jax.custom_vjp`` functions whose forward value is exactly ``+1`` or ``-1`` in
-the dtype of its input, with ``sign(0) = +1`` (method.md D10, Q16). They differ only in the
-gradient they pass back (method.md §6.1).
+``ste_sign`` and ``approx_sign`` are ``jax.custom_vjp`` functions whose forward value is
+exactly ``+1`` or ``-1`` in the dtype of the input, with ``sign(0) = +1`` (method.md D10,
+Q16). They differ only in the gradient they pass back (method.md §6.1).
 
 Numeric conventions
 ===================

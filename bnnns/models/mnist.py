@@ -17,10 +17,10 @@ class BinaryCNN(nn.Module):
     """Real stem conv, three binary 3x3 convs with two max-pools, avgpool, a real head.
 
     ``stem conv(w) -> BN -> [BinConv(w) -> BN -> pool] -> [BinConv(2w) -> BN -> pool] ->
-    BinConv(4w) -> BN -> flatten (or global avgpool) -> Dense(num_classes)``; the first and last layers are
-    real as in every setup of the paper (§4). Pools are skipped once the map is below 2x2. No
-    binary dense after a flatten: its mapping network would need ``72 (7*7*c)^2`` weights
-    (method.md Q10).
+    BinConv(4w) -> BN -> flatten (or global avgpool) -> Dense(num_classes)``; the first and
+    last layers are real as in every setup of the paper (§4). Pools are skipped once the map
+    is below 2x2. No binary dense after the flatten: its mapping network would need
+    ``72 (7*7*c)^2`` weights (method.md Q10).
     """
 
     num_classes: int = 10
