@@ -26,6 +26,10 @@ def main(argv):
     del argv
     import jax
 
+    # Cross-process collectives of the CPU backend: gloo over TCP. The default of jax 0.10;
+    # explicit for older versions. JAX_CPU_COLLECTIVES_IMPLEMENTATION (e.g. mpi) overrides.
+    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     multi = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     if any(v is not None for v in multi):
         if any(v is None for v in multi):
@@ -36,10 +40,14 @@ def main(argv):
             process_id=FLAGS.process_id,
         )
     else:
-        try:  # TPU pods, SLURM, ...: JAX detects the cluster itself; else single process.
+        # TPU pods, SLURM, Open MPI, ...: JAX detects the cluster itself. Only "no cluster
+        # found" means one process; any other failure is raised, never turned into N
+        # independent single-process runs writing to one workdir.
+        try:
             jax.distributed.initialize()
-        except (ValueError, RuntimeError):
-            pass
+        except ValueError as e:
+            if "coordinator_address" not in str(e):
+                raise
     from bnnns.train_lib import train_and_evaluate
 
     workdir = FLAGS.workdir or os.path.join(

@@ -76,6 +76,7 @@ def base_config() -> ConfigDict:
     c.checkpoint_every_steps = 0  # 0 = at the end of every epoch only
     c.progress_bar = True
     c.mesh_shape = (-1,)  # ("data",) mesh over all devices
+    c.split_mapping = True  # LNS mapping nets: filters split over the mesh (docs/scaling.md)
     return c
 
 

@@ -78,7 +78,7 @@ def _overwrite(target: Any, source: Any, what: str) -> Any:
                 f"pretrained {what} {'/'.join(key)} has shape {value.shape}, "
                 f"this model expects {flat_target[key].shape}"
             )
-        flat_target[key] = value
+        flat_target[key] = jnp.copy(value)  # own buffers: the train step donates its state
     return traverse_util.unflatten_dict(flat_target)
 
 

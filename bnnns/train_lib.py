@@ -107,7 +107,10 @@ class _Run:
         return jnp.zeros((1, *self.info.image_shape), jnp.float32)
 
     def batches(self, split: str, *, train: bool, epoch: int = 0, start_step: int = 0):
-        batch_size = self.config.batch_size if train else self.config.eval_batch_size
+        if train:
+            batch_size = self.config.batch_size
+        else:  # padded and masked anyway: round up to fill every device
+            batch_size = sharding.round_up_batch(self.mesh, self.config.eval_batch_size)
         it = data_lib.batch_iterator(
             self.splits[split],
             self.info,
@@ -184,13 +187,16 @@ class _Stage:
         self.init_fn = jax.jit(init, out_shardings=replicated)
         self.abstract_state = jax.eval_shape(init, _stage_seed_key(config, name), run.dummy_input())
         self.abstract_state = sharding.with_shardings(self.abstract_state, replicated)
+        split = functools.partial(  # LNS mapping nets split over the mesh (bnnns.sharding)
+            sharding.with_split_mapping, mesh=run.mesh, enabled=config.get("split_mapping", True)
+        )
         self.train_fn = jax.jit(
-            functools.partial(train_step, model=self.model, tx=self.tx, alpha=self.alpha),
+            split(functools.partial(train_step, model=self.model, tx=self.tx, alpha=self.alpha)),
             donate_argnums=(0,),
             out_shardings=replicated,
         )
-        self.eval_fn = jax.jit(functools.partial(eval_step, model=self.model))
-        self.weights_fn = jax.jit(functools.partial(binary_weights, model=self.model))
+        self.eval_fn = jax.jit(split(functools.partial(eval_step, model=self.model)))
+        self.weights_fn = jax.jit(split(functools.partial(binary_weights, model=self.model)))
 
     # -- starting points -------------------------------------------------------------------
     def initial_state(self, pretrained: TrainState | None) -> tuple[TrainState, dict]:
@@ -380,6 +386,7 @@ def train_and_evaluate(
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     mesh = sharding.make_mesh(config.get("mesh_shape"))
+    sharding.check_batch_size(mesh, config.batch_size, "batch_size")
     run = _Run(
         config,
         workdir,

@@ -15,7 +15,7 @@ def tiny_config(**overrides):
     c.pretrain.update(epochs=2, optimizer="adam", learning_rate=2e-3, schedule="cosine")
     c.finetune.update(epochs=1, optimizer="adam", learning_rate=1e-4, schedule="cosine")
     c.lns.update(epochs=2, optimizer="adam", learning_rate=1e-4, schedule="cosine", decay_epochs=())
-    c.lns.warmup_steps = 50
+    c.lns.warmup_steps = 400
     c.progress_bar = False
     c.log_every_steps = 4
     for key, value in overrides.items():

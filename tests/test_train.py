@@ -40,9 +40,7 @@ def final_params(workdir, config, stage):
     return jax.device_get(state), meta
 
 
-def test_summary_and_outputs(tmp_path):
-    config = tiny_config()
-    summary = train_and_evaluate(config, str(tmp_path))
+def check_outputs(tmp_path, summary):
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert [s["stage"] for s in on_disk["stages"]] == ["pretrain", "lns"]
     for s in on_disk["stages"]:
@@ -74,7 +72,7 @@ def test_summary_and_outputs(tmp_path):
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
     config = tiny_config(**{"checkpoint_every_steps": 3})
-    train_and_evaluate(config, str(tmp_path / "straight"))
+    check_outputs(tmp_path / "straight", train_and_evaluate(config, str(tmp_path / "straight")))
     resumed = str(tmp_path / "resumed")
     for crash in (crash_at("pretrain", 1), crash_at("lns", 1)):
         with pytest.raises(Crash):

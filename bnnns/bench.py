@@ -1,0 +1,576 @@
+"""Train-step benchmark: step time, compile time, memory and LNS overhead; peers side by side.
+
+    python -m bnnns.bench                       # resnet20 (b128) + birealnet18 (b8): float/sign/lns
+    python -m bnnns.bench --quick               # CI-sized, under 3 minutes on 2 CPU cores
+    python -m bnnns.bench --peers --rounds 3    # vs Larq / PyTorch / naive JAX, interleaved
+
+Prints one JSON object per line (``kind``: ``step``, ``pair``, ``summary``, ``error``,
+``peer_run``, ``peer_summary``, ``target``); docs/bench.md explains every field. Each
+configuration runs in a fresh process (``--one``) so that its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import traverse_util
+
+from bnnns.estimators import sign, ste_sign
+from bnnns.layers import _BinaryWeights
+from bnnns.losses import lns_loss
+from bnnns.mapping import MappingNet
+from bnnns.models import BinaryOptions, BiRealNet18, ResNet20
+from bnnns.stage_init import fresh_state
+from bnnns.steps import train_step
+
+__all__ = ["Case", "build", "run_cases", "main"]
+
+LR, MOMENTUM = 0.05, 0.9  # as the peers (/work/shared/peers/common.py)
+# Weight of the sown LNS losses. Any alpha > 0 costs the same; the recipes' 1.0 with the sum
+# reduction diverges to NaN within a few steps at lr 0.05 from a random (not warm-started) init;
+# 1e-6 keeps every benchmarked model finite over the timed steps.
+LNS_ALPHA = 1e-6
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+MODELS = ("resnet20", "resnet20_peer", "birealnet18")
+BINARIZERS = ("float", "sign", "lns")
+MIB = 1024.0 * 1024.0
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The peer scripts: $BNNNS_PEERS, else shared/peers beside the repository (/work/shared/peers).
+PEERS_DIR = os.environ.get("BNNNS_PEERS", os.path.join(os.path.dirname(REPO), "shared", "peers"))
+PEERBENCH = os.environ.get("PEERBENCH", "/root/peerbench")
+# (batch, image size, base width) per model, for the full run and for --quick.
+DEFAULTS: dict[str, dict[str, tuple[int, int, int]]] = {
+    "resnet20": {"full": (128, 32, 16), "quick": (128, 32, 16)},
+    "resnet20_peer": {"full": (128, 32, 16), "quick": (128, 32, 16)},
+    "birealnet18": {"full": (8, 224, 64), "quick": (2, 64, 16)},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One configuration to time: ``model`` x ``binarizer`` at ``batch`` and ``image`` size."""
+
+    model: str
+    binarizer: str
+    batch: int
+    image: int
+    width: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}:{self.binarizer}"
+
+
+def binary_options(model: str, binarizer: str) -> BinaryOptions:
+    """Binarization of ``model``: the repo's recipes, or the peers' model for resnet20_peer."""
+    lns = binarizer == "lns"
+    if model == "resnet20":  # configs/cifar10_resnet20_{pretrain,lns}.py
+        opts = BinaryOptions(weight_scale="layer", weight_ste="identity")
+    elif model == "resnet20_peer":  # /work/shared/peers/common.py: clipped STE, no scale
+        opts = BinaryOptions(weight_scale="none", weight_ste="clipped")
+    elif model == "birealnet18":  # configs/imagenet_birealnet18_{pretrain,lns}.py
+        ste = "identity" if lns else "clipped"
+        opts = BinaryOptions(activation="approx_sign", weight_scale="channel", weight_ste=ste)
+    else:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if binarizer == "float":
+        return dataclasses.replace(opts, activation="none")
+    if binarizer not in BINARIZERS:
+        raise ValueError(f"binarizer must be one of {BINARIZERS}, got {binarizer!r}")
+    return dataclasses.replace(opts, weight_binarizer="lns" if lns else "sign")
+
+
+def build(case: Case) -> tuple[nn.Module, tuple[int, int, int], int]:
+    """``(model, image shape HWC, number of classes)`` of a case."""
+    opts = binary_options(case.model, case.binarizer)
+    shape = (case.image, case.image, 3)
+    if case.model == "birealnet18":
+        return BiRealNet18(num_classes=1000, width=case.width, binary=opts), shape, 1000
+    kwargs = {"block": "classic", "shortcut": "B"} if case.model == "resnet20_peer" else {}
+    return ResNet20(num_classes=10, width=case.width, binary=opts, **kwargs), shape, 10
+
+
+@contextlib.contextmanager
+def real_weights(enabled: bool = True) -> Iterator[None]:
+    """While active (tracing), every binary layer computes with its latent weights W as they are:
+    no sign, no scale, no mapping network. With ``activation="none"`` this makes the model the
+    plain float network of the same shape (the float reference)."""
+    original = _BinaryWeights.binary_kernel
+    if enabled:
+        _BinaryWeights.binary_kernel = lambda self, kernel: kernel  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        _BinaryWeights.binary_kernel = original  # type: ignore[method-assign]
+
+
+def _leaves_size(tree: Any) -> int:
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(tree)))
+
+
+def _memory(compiled: Any, prefix: str) -> dict[str, float]:
+    """XLA's buffer sizes of a compiled executable (MiB): arguments, outputs, temporaries,
+    aliased (donated) bytes, and their total ``peak`` = argument + output + temp - alias."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return {}
+    if m is None:
+        return {}
+    arg, out, temp, alias = (
+        m.argument_size_in_bytes,
+        m.output_size_in_bytes,
+        m.temp_size_in_bytes,
+        m.alias_size_in_bytes,
+    )
+    peak = arg + out + temp - alias
+    return {
+        f"{prefix}argument_mib": arg / MIB,
+        f"{prefix}output_mib": out / MIB,
+        f"{prefix}temp_mib": temp / MIB,
+        f"{prefix}alias_mib": alias / MIB,
+        f"{prefix}peak_mib": peak / MIB,
+    }
+
+
+def _flops(compiled: Any) -> float:
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        return float(cost.get("flops", float("nan")))
+    except Exception:  # noqa: BLE001
+        return float("nan")
+
+
+def prepare(case: Case) -> tuple[Callable[[], float], dict[str, Any], Any]:
+    """Compile the jitted, donating train step of ``case`` on a fixed random batch.
+
+    Returns ``(step, info, state_ref)``: ``step()`` runs one step and returns the loss as a host
+    float (this syncs); ``state_ref[0]`` is the current :class:`TrainState`.
+    """
+    model, shape, classes = build(case)
+    tx = optax.sgd(LR, momentum=MOMENTUM)
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(rng.standard_normal((case.batch, *shape), dtype=np.float32)),
+        "label": jnp.asarray(rng.integers(0, classes, size=(case.batch,)), jnp.int32),
+        "mask": jnp.ones((case.batch,), jnp.float32),
+    }
+    alpha = LNS_ALPHA if case.binarizer == "lns" else 0.0
+    with real_weights(case.binarizer == "float"):
+        init = jax.jit(functools.partial(fresh_state, model, tx))
+        init_args = (jax.random.key(0), batch["image"][:1])
+        # Runs once: compile it fast (XLA -O0 takes ~2 s instead of ~10 s for resnet20).
+        state = init.lower(*init_args).compile(INIT_COMPILER_OPTIONS)(*init_args)
+        step_fn = jax.jit(
+            functools.partial(train_step, model=model, tx=tx, alpha=alpha), donate_argnums=(0,)
+        )
+        t0 = time.perf_counter()
+        compiled = step_fn.lower(state, batch).compile()
+        compile_s = time.perf_counter() - t0
+    params = traverse_util.flatten_dict(state.params)
+    info: dict[str, Any] = {
+        "n_params": _leaves_size(state.params),
+        "n_mapping_params": int(sum(v.size for k, v in params.items() if "mapping" in k)),
+        "compile_s": compile_s,
+        "xla_flops": _flops(compiled),
+        **_memory(compiled, "xla_"),
+    }
+    state_ref = [state]
+
+    def step() -> float:
+        state_ref[0], metrics = compiled(state_ref[0], batch)
+        return float(metrics["loss"])
+
+    t0 = time.perf_counter()
+    info["loss_first"] = step()
+    info["first_step_s"] = time.perf_counter() - t0
+    return step, info, state_ref
+
+
+def time_interleaved(
+    steps: Sequence[Callable[[], float]], warmup: int, n: int
+) -> list[list[float]]:
+    """Run ``warmup + n`` rounds; in each, every step once (order reversed every other round, so
+    a pair A/B sees the machine's drift equally). Returns the ``n`` timed seconds per step."""
+    times: list[list[float]] = [[] for _ in steps]
+    for i in range(warmup + n):
+        order = range(len(steps)) if i % 2 == 0 else reversed(range(len(steps)))
+        for j in order:
+            t0 = time.perf_counter()
+            steps[j]()
+            if i >= warmup:
+                times[j].append(time.perf_counter() - t0)
+    return times
+
+
+def mapping_step(case: Case, params: Any) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
+    """A jitted function computing, for every LNS layer of the model, the mapping network's
+    forward ``q^ = f_theta(W)``, the auxiliary loss and the STE, and their backward to theta
+    and W, with a fixed random cotangent standing in for the conv's weight gradient.
+    ``None`` for a model without mapping networks."""
+    flat = traverse_util.flatten_dict(jax.tree.map(jnp.copy, params))  # the step donates params
+    prefixes = sorted({k[: k.index("mapping")] for k in flat if "mapping" in k})
+    if not prefixes:
+        return None
+    opts = binary_options(case.model, case.binarizer)
+    net = MappingNet(residual=opts.residual_mapping)
+    clip = None if opts.weight_ste == "identity" else opts.weight_clip
+    names = ["/".join(p) for p in prefixes]
+    kernels = {n: flat[p + ("kernel",)] for n, p in zip(names, prefixes, strict=True)}
+    theta = {
+        n: traverse_util.unflatten_dict(
+            {k[len(p) + 1 :]: v for k, v in flat.items() if k[: len(p) + 1] == (*p, "mapping")}
+        )
+        for n, p in zip(names, prefixes, strict=True)
+    }
+    rng = np.random.default_rng(1)
+    cotangents = {
+        n: jnp.asarray(1e-3 * rng.standard_normal(k.shape, dtype=np.float32))
+        for n, k in kernels.items()
+    }
+
+    def loss(theta: Any, kernels: Any, cotangents: Any) -> jax.Array:
+        total = jnp.zeros((), jnp.float32)
+        for n, w in kernels.items():
+            q_hat = net.apply({"params": theta[n]}, w)
+            q_tilde = sign(jax.lax.stop_gradient(w))
+            total += lns_loss(q_hat, q_tilde, opts.rho_pos, opts.rho_neg, opts.aux_reduction)
+            total += jnp.sum(ste_sign(q_hat, clip) * cotangents[n])
+        return total
+
+    fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    return fn, (theta, kernels, cotangents)
+
+
+def _run_synced(compiled: Any, args: tuple[Any, ...]) -> float:
+    out = compiled(*args)
+    jax.block_until_ready(out)
+    return 0.0
+
+
+def _median_stats(times: list[float], batch: int) -> dict[str, Any]:
+    med = statistics.median(times)
+    return {
+        "n_timed": len(times),
+        "step_s_median": med,
+        "step_s_min": min(times),
+        "step_s_max": max(times),
+        "img_per_s": batch / med,
+    }
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far (``getrusage``; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_cases(cases: Sequence[Case], warmup: int, steps: int) -> list[dict[str, Any]]:
+    """Time ``cases`` in this process (interleaved if several); one result dict per case, plus a
+    ``pair`` dict (per-round ratios of the second to the first case) when there are two."""
+    prepared = [prepare(c) for c in cases]
+    times = time_interleaved([p[0] for p in prepared], warmup, steps)
+    results = []
+    for case, (step, info, state_ref), t in zip(cases, prepared, times, strict=True):
+        res: dict[str, Any] = {"kind": "step", **dataclasses.asdict(case), "warmup": warmup}
+        res.update(info, **_median_stats(t, case.batch), loss_last=step())
+        res["xla_gflop_per_s"] = info["xla_flops"] / res["step_s_median"] / 1e9
+        mapping = mapping_step(case, state_ref[0].params)
+        if mapping is not None:
+            fn, args = mapping
+            t0 = time.perf_counter()
+            compiled = fn.lower(*args).compile()
+            res["mapping_compile_s"] = time.perf_counter() - t0
+            sync = functools.partial(_run_synced, compiled, args)
+            (mt,) = time_interleaved([sync], min(warmup, 2), max(3, steps // 2))
+            res["mapping_s_median"] = statistics.median(mt)
+            res["mapping_share"] = res["mapping_s_median"] / res["step_s_median"]
+            res["mapping_xla_flops"] = _flops(compiled)
+            res.update(_memory(compiled, "mapping_xla_"))
+        res["paired"] = len(cases) > 1
+        res["peak_rss_mib"] = peak_rss_mib()
+        res["jax"] = jax.__version__
+        results.append(res)
+    if len(cases) == 2:
+        ratios = [b / a for a, b in zip(*times, strict=True)]
+        results.append(
+            {
+                "kind": "pair",
+                "first": cases[0].name,
+                "second": cases[1].name,
+                "batch": cases[0].batch,
+                "pairs": steps,
+                "ratio_median": statistics.median(ratios),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+                "ratio_of_medians": statistics.median(times[1]) / statistics.median(times[0]),
+            }
+        )
+    return results
+
+
+# --------------------------------------------------------------------------- driver (parent)
+def _parse_lines(text: str) -> list[dict[str, Any]]:
+    """JSON objects printed by a child: bare ``{...}`` lines or peers' ``RESULT {...}`` /
+    ``AB {...}`` lines."""
+    out = []
+    for line in text.splitlines():
+        body = line.split(" ", 1)[1] if line.startswith(("RESULT ", "AB ")) else line
+        if body.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(body))
+    return out
+
+
+def _run(cmd: list[str], timeout: float) -> tuple[int, list[dict[str, Any]], str, float]:
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    except subprocess.TimeoutExpired as e:
+        return 124, [], f"timeout after {timeout}s: {e}", time.perf_counter() - t0
+    return p.returncode, _parse_lines(p.stdout), p.stderr[-2000:], time.perf_counter() - t0
+
+
+def _emit(obj: dict[str, Any], out: str | None) -> None:
+    line = json.dumps(obj)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
+
+
+def _child_cmd(cases: Sequence[Case], warmup: int, steps: int) -> list[str]:
+    c = cases[0]
+    return [
+        *(sys.executable, "-m", "bnnns.bench", "--one", ",".join(x.name for x in cases)),
+        *("--batch", str(c.batch), "--image", str(c.image), "--width", str(c.width)),
+        *("--warmup", str(warmup), "--steps", str(steps)),
+    ]
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """Each (model, binarizer) in a fresh process; then one ``summary`` line per model."""
+    failed = 0
+    for model in args.models.split(","):
+        batch, image, width = DEFAULTS[model]["quick" if args.quick else "full"]
+        batch, image, width = args.batch or batch, args.image or image, args.width or width
+        by_bin: dict[str, dict[str, Any]] = {}
+        for binarizer in args.binarizers.split(","):
+            case = Case(model, binarizer, batch, image, width)
+            rc, lines, err, wall = _run(_child_cmd([case], args.warmup, args.steps), 3600)
+            for obj in lines:
+                _emit(obj, args.out)
+                if obj.get("kind") == "step":
+                    by_bin[binarizer] = obj
+            if rc != 0 or binarizer not in by_bin:
+                failed += 1
+                _emit({"kind": "error", "case": case.name, "rc": rc, "stderr": err}, args.out)
+        _emit(_summary(model, by_bin), args.out)
+    return 1 if failed else 0
+
+
+def _summary(model: str, r: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    s: dict[str, Any] = {"kind": "summary", "model": model}
+    for b, res in r.items():
+        s[f"{b}_step_s"] = res["step_s_median"]
+        s[f"{b}_peak_rss_mib"] = res["peak_rss_mib"]
+        s[f"{b}_xla_peak_mib"] = res.get("xla_peak_mib")
+    if "sign" in r and "float" in r:
+        s["sign_over_float"] = r["sign"]["step_s_median"] / r["float"]["step_s_median"]
+    if "sign" in r and "lns" in r:
+        sign_s, lns_s = r["sign"]["step_s_median"], r["lns"]["step_s_median"]
+        s["lns_over_sign"] = lns_s / sign_s
+        s["lns_minus_sign_s"] = lns_s - sign_s
+        s["mapping_share_diff"] = (lns_s - sign_s) / lns_s
+    if "lns" in r and "mapping_share" in r["lns"]:
+        s["mapping_share_isolated"] = r["lns"]["mapping_share"]
+    return s
+
+
+# --------------------------------------------------------------------------- peers
+def peer_configs(warmup: int, steps: int) -> list[tuple[str, str, list[str]]]:
+    """``(name, interpreter path, argv)`` of every side-by-side config; argv[0] is a script."""
+    py, venv = sys.executable, lambda v: os.path.join(PEERBENCH, f"venv_{v}", "bin", "python")
+    n = ["--warmup", str(warmup), "--steps", str(steps)]
+    pairs = ["--warmup", "3", "--pairs", str(max(5, steps // 2))]
+    peer = lambda s: os.path.join(PEERS_DIR, s)
+    one = lambda cases, *extra: ["-m", "bnnns.bench", "--one", cases, "--batch", "128", *extra]
+    return [
+        ("bnnns_sign", py, one("resnet20_peer:sign", *n)),
+        ("bnnns_lns", py, one("resnet20_peer:lns", *n)),
+        (
+            "bnnns_pair",
+            py,
+            one(
+                "resnet20_peer:sign,resnet20_peer:lns",
+                "--warmup",
+                "3",
+                "--steps",
+                str(max(5, steps // 2)),
+            ),
+        ),  # fmt: skip
+        ("jax_plain", py, [peer("bench_jax.py"), "--variant", "plain", *n]),
+        ("jax_mapnet", py, [peer("bench_jax.py"), "--variant", "mapnet", *n]),
+        ("jax_pair", py, [peer("bench_jax_mapnet_ab.py"), "--batches", "128", *pairs]),
+        ("larq_tf", venv("tf"), [peer("bench_larq.py"), "--mode", "tf", *n]),
+        ("torch_eager", venv("torch"), [peer("bench_torch.py"), "--mode", "eager", *n]),
+        ("torch_compile", venv("torch"), [peer("bench_torch.py"), "--mode", "compile", *n]),
+    ]
+
+
+def _peer_figure(name: str, lines: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The step time (or, for ``*_pair``, the paired LNS/sign ratio) a config reports."""
+    for obj in lines:
+        if (
+            name.endswith("_pair")
+            and obj.get("kind", "pair") == "pair"
+            and ("ratio_median" in obj or "pair_ratio_median" in obj)
+        ):
+            return {"pair_ratio_median": obj.get("ratio_median", obj.get("pair_ratio_median"))}
+        if not name.endswith("_pair") and "step_s_median" in obj:
+            keys = ("step_s_median", "step_s_min", "img_per_s", "peak_rss_mib", "compile_s")
+            return {k: obj[k] for k in keys if k in obj}
+    return None
+
+
+def run_peers(args: argparse.Namespace) -> int:
+    """``rounds`` rounds; in each, every config once as a fresh process, order rotated by one
+    config per round. Then per config the median over rounds and bnnns' ratios, and targets."""
+    configs = peer_configs(args.warmup, args.steps)
+    if args.peer_configs:
+        keep = set(args.peer_configs.split(","))
+        configs = [c for c in configs if c[0] in keep]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in configs}
+    failed = 0
+    for r in range(args.rounds):
+        k = r % len(configs)
+        for name, python, argv in configs[k:] + configs[:k]:
+            rec: dict[str, Any] = {"kind": "peer_run", "round": r, "config": name}
+            script = argv[0] if argv[0].endswith(".py") else None
+            if not os.path.exists(python) or (script and not os.path.exists(script)):
+                rec.update(status="skipped", reason=f"missing {python if script else ''} {script}")
+                _emit(rec, args.out)
+                continue
+            rc, lines, err, wall = _run([python, *argv], args.timeout)
+            fig = _peer_figure(name, lines)
+            rec.update(wall_s=wall, rc=rc)
+            if rc != 0 or fig is None:
+                failed += 1
+                rec.update(status="failed", stderr=err)
+            else:
+                rec.update(status="ok", **fig)
+                runs[name].append(rec)
+            _emit(rec, args.out)
+    for s in _peer_summary(runs):
+        _emit(s, args.out)
+    return 1 if failed else 0
+
+
+def _per_round(runs: dict[str, list[dict[str, Any]]], a: str, b: str) -> list[float]:
+    """Ratios ``a / b`` of the step medians of the rounds in which both ran."""
+    sa = {x["round"]: x["step_s_median"] for x in runs.get(a, [])}
+    sb = {x["round"]: x["step_s_median"] for x in runs.get(b, [])}
+    return [sa[r] / sb[r] for r in sorted(sa) if r in sb]
+
+
+def _peer_summary(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    out = []
+    for name, recs in runs.items():
+        s: dict[str, Any] = {"kind": "peer_summary", "config": name, "rounds": len(recs)}
+        if not recs:
+            s["status"] = "skipped"
+        elif name.endswith("_pair"):
+            s["pair_ratio_median"] = statistics.median(x["pair_ratio_median"] for x in recs)
+        else:
+            s["step_s_median"] = statistics.median(x["step_s_median"] for x in recs)
+            s["img_per_s"] = 128 / s["step_s_median"]
+            for mine in ("bnnns_sign", "bnnns_lns"):
+                ratios = _per_round(runs, mine, name)
+                if ratios and name != mine:
+                    s[f"{mine}_over_this"] = statistics.median(ratios)
+        out.append(s)
+    pairs = {r["config"]: r.get("pair_ratio_median") for r in out}
+    targets = [
+        ("bnnns_sign_over_jax_plain", _per_round(runs, "bnnns_sign", "jax_plain"), 1.05),
+        ("bnnns_lns_over_bnnns_sign", _per_round(runs, "bnnns_lns", "bnnns_sign"), 1.25),
+        ("jax_mapnet_over_jax_plain", _per_round(runs, "jax_mapnet", "jax_plain"), None),
+    ]
+    for name, ratios, target in targets:
+        value = statistics.median(ratios) if ratios else None
+        t: dict[str, Any] = {"kind": "target", "name": name, "value": value, "target": target}
+        met = None if value is None or target is None else value <= target
+        t.update(rounds=len(ratios), met=met)
+        out.append(t)
+    paired = (
+        ("bnnns_pair", "bnnns_pair_lns_over_sign", 1.25),
+        ("jax_pair", "jax_pair_mapnet_over_plain", None),
+    )
+    for config, name, target in paired:
+        value = pairs.get(config)
+        met = None if value is None or target is None else value <= target
+        out.append({"kind": "target", "name": name, "value": value, "target": target, "met": met})
+    return out
+
+
+# --------------------------------------------------------------------------- CLI
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bnnns.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="CI-sized: 2 warm-up + 5 timed steps")
+    p.add_argument("--models", default="resnet20,birealnet18", help=f"subset of {MODELS}")
+    p.add_argument("--binarizers", default="float,sign,lns", help=f"subset of {BINARIZERS}")
+    p.add_argument("--batch", type=int, default=0, help="override the models' batch size")
+    p.add_argument("--image", type=int, default=0, help="override the image size (H = W)")
+    p.add_argument("--width", type=int, default=0, help="override the base channel width")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps after the first")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (pairs with --one a,b)")
+    p.add_argument("--one", default=None, help="run MODEL:BIN[,MODEL:BIN] in this process")
+    p.add_argument("--peers", action="store_true", help="bnnns vs peer frameworks, interleaved")
+    p.add_argument("--rounds", type=int, default=3, help="--peers: rounds")
+    p.add_argument("--peer-configs", default="", help="--peers: subset of the config names")
+    p.add_argument("--timeout", type=float, default=1200.0, help="--peers: seconds per run")
+    p.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    a = p.parse_args(argv)
+    if a.warmup is None:
+        a.warmup = 2 if a.quick else 5
+    if a.steps is None:
+        a.steps = 5 if a.quick else (50 if a.peers else 20)
+    return a
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.one:
+        names = [n.split(":") for n in args.one.split(",")]
+        model = names[0][0]
+        batch, image, width = DEFAULTS[model]["full"]
+        cases = [
+            Case(m, b, args.batch or batch, args.image or image, args.width or width)
+            for m, b in names
+        ]
+        for res in run_cases(cases, args.warmup, args.steps):
+            _emit(res, args.out)
+        return 0
+    if args.peers:
+        return run_peers(args)
+    return run_models(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Two processes on 127.0.0.1 through ``jax.distributed`` (issue 4).
+
+``train.py`` is launched twice with ``--coordinator_address/--num_processes/--process_id``
+(one CPU device each, gloo collectives) next to a single-process run of the same config on
+two (virtual CPU) devices. The two-process run must end where the single-process one ends,
+write its outputs once (process 0), compile its train step once per stage, and leave
+checkpoints that restore, and resume, in a single process with one device.
+
+The reference has the two processes' device count, so both runs partition every reduction the
+same way and the comparison holds the model's sign activations to float32 round-off: 1 vs 8
+devices (different partial sums) is tests/test_sharding.py's job, where a BatchNorm output
+within ~1e-7 of 0 may legitimately take the other sign.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from bnnns import sharding
+from bnnns.default_config import load_config_file
+from bnnns.metric_writer import MetricWriter
+from bnnns.train_lib import _Run, _Stage, load_data, train_and_evaluate
+
+pytestmark = pytest.mark.slow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "mnist_lns.py")
+# A tiny run: 4 steps per stage. SGD in both stages: Adam's first step is lr * sign(g), which
+# turns the round-off of a gradient that is 0 in exact arithmetic into a full step.
+OVERRIDES = {
+    "train_subset": 256,
+    "batch_size": 64,
+    "model.width": 4,
+    "pretrain.epochs": 1,
+    "pretrain.optimizer": "sgd",
+    "pretrain.learning_rate": 0.05,
+    "lns.epochs": 1,
+    "lns.optimizer": "sgd",
+    "lns.learning_rate": 1e-3,
+    "lns.warmup_steps": 25,
+    "progress_bar": False,
+}
+TIMEOUT_S = 300  # a hang (e.g. a collective waiting for a dead peer) fails instead of blocking
+# XLA's CPU backend without LLVM optimisation: compiles ~10x faster (the jitted init of the LNS
+# CNN: 23 s -> 2 s) and every compared run uses it, so the comparison is unaffected.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+RTOL, ATOL = 1e-5, 1e-6  # float32 round-off; 2 processes x 1 device vs 1 process x 2 devices
+ACCURACY_TOL = 1.5e-4  # at most one of the 10000 MNIST test images
+
+
+def _flags(workdir: str) -> list[str]:
+    flags = ["--config", CONFIG, "--workdir", workdir]
+    return flags + [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+
+
+def _launch(args: list[str], log: str, env: dict) -> tuple[subprocess.Popen, object]:
+    out = open(log, "w")  # closed by the caller
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train.py"), *args],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+    )
+    return proc, out
+
+
+def _restore(workdir: str, config, stage: str):
+    splits, info = load_data(config)
+    run = _Run(
+        config, workdir, splits, info, sharding.make_mesh(), MetricWriter(workdir, False), ()
+    )
+    st = _Stage(run, stage)
+    state, meta = st.checkpointer.restore(st.abstract_state)
+    st.checkpointer.close()
+    return jax.device_get(state), meta
+
+
+def _assert_trees_close(a, b, what: str) -> None:
+    for (path, x), y in zip(
+        jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b), strict=True
+    ):
+        np.testing.assert_allclose(
+            np.asarray(x), np.asarray(y), rtol=RTOL, atol=ATOL, err_msg=f"{what} {path}"
+        )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    import portpicker
+
+    tmp = tmp_path_factory.mktemp("multiprocess")
+    port = portpicker.pick_unused_port()
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_LOG_COMPILES="1", XLA_FLAGS=FAST_COMPILE)
+    for var in ("JAX_NUM_CPU_DEVICES", "JAX_COORDINATOR_ADDRESS"):
+        env.pop(var, None)
+    two, single = str(tmp / "two"), str(tmp / "single")
+    procs = [
+        _launch(
+            [
+                *_flags(two),
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            str(tmp / f"process{i}.log"),
+            env,
+        )
+        for i in (0, 1)
+    ]
+    procs.append(
+        _launch(_flags(single), str(tmp / "single.log"), {**env, "JAX_NUM_CPU_DEVICES": "2"})
+    )
+    codes, deadline = [], time.monotonic() + TIMEOUT_S
+    try:
+        for proc, _ in procs:
+            codes.append(proc.wait(timeout=max(deadline - time.monotonic(), 1)))
+    except subprocess.TimeoutExpired:
+        codes.append("timeout")
+    finally:
+        for proc, out in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            out.close()
+    logs = {name: (tmp / f"{name}.log").read_text() for name in ("process0", "process1", "single")}
+    assert codes == [0, 0, 0], (codes, {k: v[-3000:] for k, v in logs.items()})
+    return {"two": two, "single": single, "logs": logs}
+
+
+def _config(**extra):
+    return load_config_file(CONFIG, {**OVERRIDES, **extra})
+
+
+def test_two_processes_end_where_one_ends(runs):
+    for stage in ("pretrain", "lns"):
+        a, meta_a = _restore(runs["two"], _config(), stage)  # written by 2 processes
+        b, meta_b = _restore(runs["single"], _config(), stage)
+        assert int(a.step) == int(b.step) == 4 and meta_a["done"] and meta_b["done"]
+        _assert_trees_close(a.params, b.params, f"{stage} params")
+        _assert_trees_close(a.model_state, b.model_state, f"{stage} model_state")
+    two = json.loads(open(os.path.join(runs["two"], "summary.json")).read())
+    one = json.loads(open(os.path.join(runs["single"], "summary.json")).read())
+    for s2, s1 in zip(two["stages"], one["stages"], strict=True):
+        assert s2["steps"] == s1["steps"] == 4
+        assert abs(s2["test_accuracy"] - s1["test_accuracy"]) <= ACCURACY_TOL, (s2, s1)
+
+
+def test_only_process_0_writes(runs):
+    records = [
+        json.loads(line)
+        for line in open(os.path.join(runs["two"], "metrics.jsonl")).read().splitlines()
+    ]
+    assert [(r["stage"], r["epoch"]) for r in records] == [("pretrain", 1), ("lns", 1)]
+    assert os.path.isfile(os.path.join(runs["two"], "config.json"))
+    logs = runs["logs"]
+    assert "2 device(s), 2 process(es)" in logs["process0"]
+    assert "2 device(s), 1 process(es)" in logs["single"]
+    assert "final test accuracy" in logs["process0"]
+    assert "final test accuracy" not in logs["process1"] and "bnnns:" not in logs["process1"]
+
+
+def test_train_step_compiled_once_per_stage(runs):
+    for name in ("process0", "process1", "single"):
+        assert runs["logs"][name].count("Compiling jit(train_step)") == 2, name
+
+
+def test_two_process_checkpoint_resumes_in_one_process(runs, tmp_path):
+    """One more LNS epoch in one process on (a copy of) the 2-process workdir: pretrain is
+    loaded as done, LNS continues from the stored step 4 and ends at 8."""
+    workdir = str(tmp_path / "resumed")
+    shutil.copytree(runs["two"], workdir)
+    summary = train_and_evaluate(_config(**{"lns.epochs": 2}), workdir)
+    assert [s["steps"] for s in summary["stages"]] == [4, 8]
+    lns = summary["stages"][1]
+    assert lns["epochs"] == 2
+    records = [
+        json.loads(line)
+        for line in open(os.path.join(workdir, "metrics.jsonl")).read().splitlines()
+    ]
+    assert [(r["stage"], r["step"]) for r in records] == [("pretrain", 4), ("lns", 4), ("lns", 8)]
