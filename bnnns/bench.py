@@ -299,7 +299,7 @@ def run_cases(cases: Sequence[Case], warmup: int, steps: int) -> list[dict[str, 
             compiled = fn.lower(*args).compile()
             res["mapping_compile_s"] = time.perf_counter() - t0
             sync = functools.partial(_run_synced, compiled, args)
-            (mt,) = time_interleaved([sync], min(warmup, 2), max(3, steps // 2))
+            (mt,) = time_interleaved([sync], 1, max(3, steps // 4))
             res["mapping_s_median"] = statistics.median(mt)
             res["mapping_share"] = res["mapping_s_median"] / res["step_s_median"]
             res["mapping_xla_flops"] = _flops(compiled)
@@ -548,7 +548,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
     a = p.parse_args(argv)
     if a.warmup is None:
-        a.warmup = 2 if a.quick else 5
+        a.warmup = 2 if a.quick else (5 if a.peers else 3)
     if a.steps is None:
         a.steps = 5 if a.quick else (50 if a.peers else 20)
     return a
