@@ -130,7 +130,7 @@ def _memory(compiled: Any, prefix: str) -> dict[str, float]:
     aliased (donated) bytes, and their total ``peak`` = argument + output + temp - alias."""
     try:
         m = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001 - not every backend implements it
+    except Exception:  # not every backend implements it
         return {}
     if m is None:
         return {}
@@ -155,11 +155,11 @@ def _flops(compiled: Any) -> float:
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list | tuple) else cost
         return float(cost.get("flops", float("nan")))
-    except Exception:  # noqa: BLE001
+    except Exception:  # not every backend implements it
         return float("nan")
 
 
-def prepare(case: Case) -> tuple[Callable[[], float], dict[str, Any], Any]:
+def prepare(case: Case) -> tuple[Callable[[], float], dict[str, Any], list[Any]]:
     """Compile the jitted, donating train step of ``case`` on a fixed random batch.
 
     Returns ``(step, info, state_ref)``: ``step()`` runs one step and returns the loss as a host
