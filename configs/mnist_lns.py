@@ -2,7 +2,7 @@
 
     python train.py --config configs/mnist_lns.py --workdir runs/mnist_lns
 
-Expected on a 2-core CPU: about 8 minutes; test accuracy about 99% (see README).
+Measured on a 2-core CPU (shared): 10.5 minutes; pretrain 98.07%, LNS 97.89% test accuracy.
 """
 
 from bnnns.default_config import base_config
