@@ -72,12 +72,26 @@ def drop_sown(variables: Any) -> dict:
 
     ``init`` runs with every collection mutable, so it hands back one sown ``aux_loss`` per
     layer; passing those to ``apply`` would append to them. Keep only the real state.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, bnnns
+        >>> layer = bnnns.BinaryDense(2, weight_binarizer="lns")
+        >>> sorted(bnnns.layers.drop_sown(layer.init(jax.random.key(0), jnp.ones((1, 3)))))
+        ['params']
     """
     return {k: v for k, v in variables.items() if k not in SOWN_COLLECTIONS}
 
 
 def collect_aux_loss(lns_collection: Any) -> jax.Array:
-    """Sum of every ``aux_loss`` sown in an ``"lns"`` collection: ``sum_i l~_i`` of Eq. 21."""
+    """Sum of every ``aux_loss`` sown in an ``"lns"`` collection: ``sum_i l~_i`` of Eq. 21.
+
+    Example:
+        >>> import jax.numpy as jnp, bnnns
+        >>> cols = {"conv1": {"aux_loss": (jnp.array(2.0),), "label_agreement": (0.9,)},
+        ...         "conv2": {"aux_loss": (jnp.array(0.5),)}}
+        >>> float(bnnns.collect_aux_loss(cols))
+        2.5
+    """
     total = jnp.zeros((), jnp.float32)
     flat = jax.tree_util.tree_flatten_with_path(lns_collection)[0]
     for path, leaf in flat:

@@ -35,6 +35,13 @@ def check_noise_rates(rho_pos: ArrayOrFloat, rho_neg: ArrayOrFloat) -> None:
 
     Allowed: ``rho_pos >= 0``, ``rho_neg >= 0`` and ``rho_pos + rho_neg < 1``. Traced or array
     values are not checked (they cannot be inspected under ``jit``).
+
+    Example:
+        >>> from bnnns.losses import check_noise_rates
+        >>> check_noise_rates(0.005, 0.005)  # fine
+        >>> check_noise_rates(0.6, 0.5)
+        Traceback (most recent call last):
+        ValueError: rho_pos + rho_neg must be < 1 (Eqs. 8-9), got rho_pos=0.6, rho_neg=0.5 (sum 1.1)
     """
     values = {"rho_pos": rho_pos, "rho_neg": rho_neg}
     numbers_only = {k: v for k, v in values.items() if isinstance(v, numbers.Real)}
