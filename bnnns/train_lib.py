@@ -44,7 +44,7 @@ from bnnns.optim import make_optimizer, make_schedule
 from bnnns.stage_init import fresh_state, transfer_pretrained, warm_start_mapping
 from bnnns.steps import TrainState, binary_weights, eval_step, train_step
 
-__all__ = ["train_and_evaluate", "build_model", "load_data", "Callback"]
+__all__ = ["train_and_evaluate", "restore_stage", "build_model", "load_data", "Callback"]
 
 Callback = Callable[[dict], None]
 
@@ -364,6 +364,24 @@ def _load_pretrained(run: _Run, source_workdir: str) -> TrainState:
             f"(step {int(state.step)}); fine-tuning from it anyway"
         )
     return state
+
+
+def restore_stage(config: ConfigDict, workdir: str, stage: str) -> tuple[TrainState, dict]:
+    """The newest checkpoint of ``stage`` in ``workdir`` (state as host arrays, metadata)."""
+    splits, info = load_data(config)
+    run = _Run(
+        config,
+        workdir,
+        splits,
+        info,
+        sharding.make_mesh(config.get("mesh_shape")),
+        MetricWriter(workdir, enabled=False),
+        (),
+    )
+    st = _Stage(run, stage)
+    state, meta = st.checkpointer.restore(st.abstract_state)
+    st.checkpointer.close()
+    return jax.device_get(state), meta
 
 
 def train_and_evaluate(

@@ -25,10 +25,8 @@ import jax
 import numpy as np
 import pytest
 
-from bnnns import sharding
 from bnnns.default_config import load_config_file
-from bnnns.metric_writer import MetricWriter
-from bnnns.train_lib import _Run, _Stage, load_data, train_and_evaluate
+from bnnns.train_lib import restore_stage, train_and_evaluate
 
 pytestmark = pytest.mark.slow
 
@@ -75,14 +73,7 @@ def _launch(args: list[str], log: str, env: dict) -> tuple[subprocess.Popen, obj
 
 
 def _restore(workdir: str, config, stage: str):
-    splits, info = load_data(config)
-    run = _Run(
-        config, workdir, splits, info, sharding.make_mesh(), MetricWriter(workdir, False), ()
-    )
-    st = _Stage(run, stage)
-    state, meta = st.checkpointer.restore(st.abstract_state)
-    st.checkpointer.close()
-    return jax.device_get(state), meta
+    return restore_stage(config, workdir, stage)
 
 
 def _assert_trees_close(a, b, what: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 from helpers import tiny_config
 
 from bnnns.checkpointing import StageCheckpointer
-from bnnns.train_lib import _Run, _Stage, train_and_evaluate
+from bnnns.train_lib import restore_stage, train_and_evaluate
 
 
 class Crash(Exception):
@@ -25,19 +25,7 @@ def crash_at(stage, epoch):
 
 
 def final_params(workdir, config, stage):
-    """Restore the newest checkpoint of ``stage`` from ``workdir`` as host arrays."""
-    from bnnns import sharding
-    from bnnns.metric_writer import MetricWriter
-    from bnnns.train_lib import load_data
-
-    splits, info = load_data(config)
-    run = _Run(
-        config, workdir, splits, info, sharding.make_mesh(), MetricWriter(workdir, False), ()
-    )
-    st = _Stage(run, stage)
-    state, meta = st.checkpointer.restore(st.abstract_state)
-    st.checkpointer.close()
-    return jax.device_get(state), meta
+    return restore_stage(config, str(workdir), stage)
 
 
 def check_outputs(tmp_path, summary):
