@@ -101,8 +101,9 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def _pct(mean: float, std: float) -> str:
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+def _pct(mean: float, std: float, n: int = 2) -> str:
+    """``mean ± std`` in percent; the mean alone for a single run (``n < 2``: no std exists)."""
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
 
 
 def ablation(root: str, out: str, seeds: int) -> dict:
@@ -205,8 +206,8 @@ def sweep(root: str, out: str, seeds: int, param: str, grid: Sequence[float], fi
         ]
         for p in points:
             lines.append(
-                f"| {p['value']} | {_pct(*p['val'])} | {_pct(*p['test_last'])} | "
-                f"{_pct(*p['test_best'])} | {p['flip_rate_first_epoch']:.4f} |"
+                f"| {p['value']} | {_pct(*p['val'], seeds)} | {_pct(*p['test_last'], seeds)} | "
+                f"{_pct(*p['test_best'], seeds)} | {p['flip_rate_first_epoch']:.4f} |"
             )
         _write(out, name, result, "\n".join(lines) + "\n")
         _plot_sweep(out, name, result)
