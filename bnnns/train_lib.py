@@ -9,7 +9,8 @@ Resume policy, in order, for every stage of ``config.stages``:
   1. its newest checkpoint says the stage is done: load it and move on;
   2. it has a checkpoint: restore it and continue from that step (data order and
      augmentation are functions of ``(seed, epoch, step)``, so the run ends where an
-     uninterrupted one ends);
+     uninterrupted one ends; a mid-epoch checkpoint also carries the train-metric sums of
+     its epoch so far, so that epoch's logged means cover all its steps);
   3. otherwise start it fresh.
 
 Parallelism: one ``("data",)`` mesh over every device of every process; the global batch is
@@ -158,8 +159,14 @@ def _flip_stats(previous: dict, current: dict) -> dict[str, Any]:
     return {"flip_rate": flipped / max(total, 1), "flip_rate_per_layer": per_layer}
 
 
+def _host_sums(sums: dict, carried: dict | None = None) -> dict:
+    """Per-step metric sums on the host as floats, plus those ``carried`` over a resume."""
+    host = jax.tree.map(float, jax.device_get(sums))
+    return host if carried is None else jax.tree.map(lambda a, b: a + b, host, carried)
+
+
 def _mean_metrics(sums: dict, count: int) -> dict[str, Any]:
-    sums = jax.device_get(sums)
+    """Epoch means of the per-step train metrics (``sums`` from :func:`_host_sums`)."""
     out = {k: float(v) / count for k, v in sums.items() if k != "layers"}
     layers = sums.get("layers", {})
     if layers:
@@ -237,6 +244,7 @@ class _Stage:
                     f"min label agreement {extra['warm_start']['min_agreement']:.4f}"
                 )
         start = int(state.step)
+        carried = self._carried_sums(meta, start)
         reference = jax.device_get(self.weights_fn(state, run.dummy_input()))
         bar = tqdm(
             total=self.total_steps,
@@ -252,6 +260,8 @@ class _Stage:
         while step < self.total_steps:
             epoch, offset = divmod(step, self.steps_per_epoch)
             sums, count = None, 0
+            carried_sums, carried_count = carried if offset and carried else (None, 0)
+            carried = None
             for batch in run.batches("train", train=True, epoch=epoch, start_step=offset):
                 state, metrics = self.train_fn(state, batch)
                 sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
@@ -265,14 +275,22 @@ class _Stage:
                 every = config.checkpoint_every_steps
                 if every and step % every == 0 and step % self.steps_per_epoch:
                     meta["seconds"] = time.time() - t_stage
+                    meta["partial_epoch"] = {  # so a resumed epoch still averages all its steps
+                        "step": step,
+                        "count": count + carried_count,
+                        "sums": _host_sums(sums, carried_sums),
+                    }
                     self.checkpointer.save(step, state, meta)  # mid-epoch: nothing lost on a crash
             if count == 0:
                 raise ValueError(
                     f"[{self.name}] the train split yields no batch of "
                     f"{config.batch_size}: lower config.batch_size"
                 )
-            record = self._epoch_record(state, sums, count, epoch, step, reference)
+            record = self._epoch_record(
+                state, _host_sums(sums, carried_sums), count + carried_count, epoch, step, reference
+            )
             reference = jax.device_get(self.weights_fn(state, run.dummy_input()))
+            meta.pop("partial_epoch", None)
             meta["history"].append(record)
             meta["seconds"] = record["seconds"] = time.time() - t_stage
             meta["done"] = step >= self.total_steps
@@ -283,6 +301,21 @@ class _Stage:
         bar.close()
         self.checkpointer.wait()
         return state, meta
+
+    def _carried_sums(self, meta: dict, start: int) -> tuple[dict, int] | None:
+        """The train-metric sums of the steps of the current epoch done before a resume."""
+        if start % self.steps_per_epoch == 0:
+            return None
+        partial = meta.get("partial_epoch")
+        if partial is None or partial["step"] != start:
+            absl_logging.warning(
+                "[%s] resumed at step %d without the partial sums of its epoch: that epoch's "
+                "train metrics average only the steps after the resume",
+                self.name,
+                start,
+            )
+            return None
+        return partial["sums"], int(partial["count"])
 
     def _epoch_record(self, state, sums, count, epoch, step, reference) -> dict[str, Any]:
         run = self.run

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -77,6 +78,35 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     assert len(summary["stages"]) == 2
     records = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert len(records) == 4  # nothing logged twice
+
+
+def test_mid_epoch_resume_keeps_the_whole_epochs_train_metrics(tmp_path):
+    """Resume from a mid-epoch checkpoint: same weights, and epoch means over all its steps."""
+    config = tiny_config(**{"stages": "pretrain", "checkpoint_every_steps": 3})
+    train_and_evaluate(config, str(tmp_path / "straight"))
+    resumed = tmp_path / "resumed"
+    with pytest.raises(Crash):
+        train_and_evaluate(config, str(resumed), callbacks=[crash_at("pretrain", 1)])
+    # The crash leaves the mid-epoch checkpoint of step 6 and, if its asynchronous save
+    # finished, the epoch end (8): drop that one, so the run resumes mid-epoch.
+    ckpt = resumed / "checkpoints" / "pretrain"
+    steps = sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+    assert steps[-1] in (6, 8) and 6 in steps, steps
+    shutil.rmtree(ckpt / "8", ignore_errors=True)
+    train_and_evaluate(config, str(resumed))
+
+    def records(workdir):
+        lines = (workdir / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+    straight, again = records(tmp_path / "straight"), records(resumed)
+    assert [r["step"] for r in again] == [r["step"] for r in straight] == [8, 16]
+    for a, b in zip(straight, again, strict=True):
+        for key in ("train_loss", "train_accuracy", "train_grad_norm", "test_accuracy"):
+            assert b[key] == pytest.approx(a[key], rel=1e-6), key
+    a, _ = final_params(str(tmp_path / "straight"), config, "pretrain")
+    b, _ = final_params(str(resumed), config, "pretrain")
+    jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
 
 
 def test_finetune_from_init_from(tmp_path):
