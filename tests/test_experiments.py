@@ -102,3 +102,10 @@ def test_ablation_then_flips_and_sweep_reuse_finished_runs(tmp_path, monkeypatch
     sweep = json.loads((out / "rho_sweep.json").read_text())
     assert not sweep["complete"] and [p["value"] for p in sweep["points"]] == [0.005]
     assert sweep["points"][0]["test_last"][0] == pytest.approx(lns["last"][0])
+    assert "| 0.005 |" in (out / "rho_sweep.md").read_text().splitlines()[2]
+    assert (out / "rho_sweep.md").read_text().splitlines()[2].endswith("| 85.56 |")
+
+
+def test_paper_figures_cover_the_grids():
+    assert set(experiments.PAPER["lns.rho_pos"]) == set(experiments.RHO_GRID)
+    assert set(experiments.PAPER["lns.alpha"]) == set(experiments.ALPHA_GRID)
