@@ -102,6 +102,13 @@ def test_ablation_then_flips_and_sweep_reuse_finished_runs(tmp_path, monkeypatch
     sweep = json.loads((out / "rho_sweep.json").read_text())
     assert not sweep["complete"] and [p["value"] for p in sweep["points"]] == [0.005]
     assert sweep["points"][0]["test_last"][0] == pytest.approx(lns["last"][0])
+    lns_runs = [
+        json.loads((tmp_path / "runs" / f"LNS_seed{s}" / "summary.json").read_text())["stages"][-1]
+        for s in range(2)
+    ]
+    assert sweep["points"][0]["test_at_best_val"][0] == pytest.approx(
+        np.mean([r["test_accuracy_at_best_val"] for r in lns_runs])
+    )
     assert "| 0.005 |" in (out / "rho_sweep.md").read_text().splitlines()[2]
     assert (out / "rho_sweep.md").read_text().splitlines()[2].endswith("| 85.56 |")
 
