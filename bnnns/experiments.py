@@ -326,6 +326,11 @@ def _plot_sweep(out: str, name: str, result: dict) -> None:
         m = [100 * p[key][0] for p in result["points"]]
         s = [100 * p[key][1] for p in result["points"]]
         ax.errorbar(xs, m, yerr=s, marker="o", capsize=3, label=label)
+    paper = PAPER.get(result["param"], {})
+    if paper:  # the paper's trend on its own (right) axis: another data set, another scale
+        twin = ax.twinx()
+        twin.plot(xs, [paper.get(p["value"], np.nan) for p in result["points"]], "k--", alpha=0.5)
+        twin.set_ylabel("paper, CIFAR-10 (%) (dashed)")
     ax.set_xticks(xs, [str(p["value"]) for p in result["points"]], rotation=45)
     ax.set_xlabel(result["param"])
     ax.set_ylabel("accuracy (%)")
