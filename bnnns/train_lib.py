@@ -244,7 +244,7 @@ class _Stage:
                     f"min label agreement {extra['warm_start']['min_agreement']:.4f}"
                 )
         start = int(state.step)
-        carried = self._carried_sums(meta, start)
+        carried_sums, carried_count = self._carried_sums(meta, start)
         reference = jax.device_get(self.weights_fn(state, run.dummy_input()))
         bar = tqdm(
             total=self.total_steps,
@@ -260,8 +260,6 @@ class _Stage:
         while step < self.total_steps:
             epoch, offset = divmod(step, self.steps_per_epoch)
             sums, count = None, 0
-            carried_sums, carried_count = carried if offset and carried else (None, 0)
-            carried = None
             for batch in run.batches("train", train=True, epoch=epoch, start_step=offset):
                 state, metrics = self.train_fn(state, batch)
                 sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
@@ -291,6 +289,7 @@ class _Stage:
             )
             reference = jax.device_get(self.weights_fn(state, run.dummy_input()))
             meta.pop("partial_epoch", None)
+            carried_sums, carried_count = None, 0  # only the epoch resumed in carries sums
             meta["history"].append(record)
             meta["seconds"] = record["seconds"] = time.time() - t_stage
             meta["done"] = step >= self.total_steps
@@ -302,10 +301,10 @@ class _Stage:
         self.checkpointer.wait()
         return state, meta
 
-    def _carried_sums(self, meta: dict, start: int) -> tuple[dict, int] | None:
-        """The train-metric sums of the steps of the current epoch done before a resume."""
+    def _carried_sums(self, meta: dict, start: int) -> tuple[dict | None, int]:
+        """The train-metric sums and count of the current epoch's steps done before a resume."""
         if start % self.steps_per_epoch == 0:
-            return None
+            return None, 0
         partial = meta.get("partial_epoch")
         if partial is None or partial["step"] != start:
             absl_logging.warning(
@@ -314,7 +313,7 @@ class _Stage:
                 self.name,
                 start,
             )
-            return None
+            return None, 0
         return partial["sums"], int(partial["count"])
 
     def _epoch_record(self, state, sums, count, epoch, step, reference) -> dict[str, Any]:
