@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from bnnns.metric_writer import read_metrics
+
 __all__ = ["main", "run_one", "paired_comparison"]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,11 +69,6 @@ def _lookup(config, key: str):
     for part in key.split("."):
         node = node[part]
     return node
-
-
-def _history(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def pretrain(root: str) -> tuple[str, dict]:
@@ -240,7 +237,7 @@ def flips(root: str, out: str, seeds: int) -> dict:
             finetune_run(root, pre, name.replace(" ", "").replace("=", ""), stage, s, extra)
             for s in range(seeds)
         ]
-        hist = [[r for r in _history(run["workdir"]) if r["stage"] == stage] for run in runs]
+        hist = [[r for r in read_metrics(run["workdir"]) if r["stage"] == stage] for run in runs]
         curves[name] = {
             "flip_rate": np.mean([[r["flip_rate"] for r in h] for h in hist], 0).tolist(),
             "train_loss": np.mean([[r["train_ce"] for r in h] for h in hist], 0).tolist(),

@@ -7,7 +7,16 @@ import math
 import os
 from typing import Any
 
-__all__ = ["MetricWriter"]
+__all__ = ["MetricWriter", "read_metrics"]
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    """The records of ``<workdir>/metrics.jsonl`` in the order written ([] if there is none)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def _scalars(record: dict, prefix: str = "") -> dict[str, float]:
@@ -27,7 +36,7 @@ class MetricWriter:
     ``enabled`` is false (processes other than 0)."""
 
     def __init__(self, workdir: str, enabled: bool = True):
-        self.enabled = enabled
+        self.enabled, self.workdir = enabled, workdir
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._tb = None
         if enabled:
@@ -37,10 +46,9 @@ class MetricWriter:
 
     def truncate_after(self, stage: str, step: int) -> None:
         """Drop records of ``stage`` logged after ``step`` (work redone after a resume)."""
-        if not self.enabled or not os.path.exists(self.path):
+        if not self.enabled:
             return
-        with open(self.path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
+        records = read_metrics(self.workdir)
         keep = [r for r in records if not (r.get("stage") == stage and r.get("step", 0) > step)]
         if len(keep) != len(records):
             with open(self.path, "w") as f:

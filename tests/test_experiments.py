@@ -57,6 +57,11 @@ def tiny_protocol(overrides):
     return load_config_file(experiments.CONFIG, {**tiny, **overrides})
 
 
+def finished(root, run: str, seed: int) -> dict:
+    """The ``summary.json`` of the experiment run ``<run>_seed<seed>`` under ``root``."""
+    return json.loads((root / f"{run}_seed{seed}" / "summary.json").read_text())
+
+
 @pytest.mark.slow
 def test_ablation_then_flips_and_sweep_reuse_finished_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "_config", tiny_protocol)
@@ -67,12 +72,7 @@ def test_ablation_then_flips_and_sweep_reuse_finished_runs(tmp_path, monkeypatch
     assert set(ablation["rows"]) == {"fine-tune", "LNS alpha=0", "LNS"}
     for name, row in ablation["rows"].items():
         run = "LNSalpha0_alpha0.0" if name == "LNS alpha=0" else name
-        tests = [
-            json.loads((tmp_path / "runs" / f"{run}_seed{s}" / "summary.json").read_text())[
-                "test_accuracy"
-            ]
-            for s in range(2)
-        ]
+        tests = [finished(tmp_path / "runs", run, s)["test_accuracy"] for s in range(2)]
         assert row["per_seed_last"] == tests  # the table is what the runs printed
         assert row["last"][0] == pytest.approx(np.mean(tests))
         assert len(row["flip_rate_per_epoch"]) == 2
@@ -102,10 +102,7 @@ def test_ablation_then_flips_and_sweep_reuse_finished_runs(tmp_path, monkeypatch
     sweep = json.loads((out / "rho_sweep.json").read_text())
     assert not sweep["complete"] and [p["value"] for p in sweep["points"]] == [0.005]
     assert sweep["points"][0]["test_last"][0] == pytest.approx(lns["last"][0])
-    lns_runs = [
-        json.loads((tmp_path / "runs" / f"LNS_seed{s}" / "summary.json").read_text())["stages"][-1]
-        for s in range(2)
-    ]
+    lns_runs = [finished(tmp_path / "runs", "LNS", s)["stages"][-1] for s in range(2)]
     assert sweep["points"][0]["test_at_best_val"][0] == pytest.approx(
         np.mean([r["test_accuracy_at_best_val"] for r in lns_runs])
     )

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from bnnns.default_config import load_config_file
+from bnnns.metric_writer import read_metrics
 from bnnns.train_lib import restore_stage, train_and_evaluate
 
 pytestmark = pytest.mark.slow
@@ -70,10 +71,6 @@ def _launch(args: list[str], log: str, env: dict) -> tuple[subprocess.Popen, obj
         cwd=ROOT,
     )
     return proc, out
-
-
-def _restore(workdir: str, config, stage: str):
-    return restore_stage(config, workdir, stage)
 
 
 def _assert_trees_close(a, b, what: str) -> None:
@@ -134,8 +131,8 @@ def _config(**extra):
 
 def test_two_processes_end_where_one_ends(runs):
     for stage in ("pretrain", "lns"):
-        a, meta_a = _restore(runs["two"], _config(), stage)  # written by 2 processes
-        b, meta_b = _restore(runs["single"], _config(), stage)
+        a, meta_a = restore_stage(_config(), runs["two"], stage)  # written by 2 processes
+        b, meta_b = restore_stage(_config(), runs["single"], stage)
         assert int(a.step) == int(b.step) == 4 and meta_a["done"] and meta_b["done"]
         _assert_trees_close(a.params, b.params, f"{stage} params")
         _assert_trees_close(a.model_state, b.model_state, f"{stage} model_state")
@@ -147,10 +144,7 @@ def test_two_processes_end_where_one_ends(runs):
 
 
 def test_only_process_0_writes(runs):
-    records = [
-        json.loads(line)
-        for line in open(os.path.join(runs["two"], "metrics.jsonl")).read().splitlines()
-    ]
+    records = read_metrics(runs["two"])
     assert [(r["stage"], r["epoch"]) for r in records] == [("pretrain", 1), ("lns", 1)]
     assert os.path.isfile(os.path.join(runs["two"], "config.json"))
     logs = runs["logs"]
@@ -174,8 +168,5 @@ def test_two_process_checkpoint_resumes_in_one_process(runs, tmp_path):
     assert [s["steps"] for s in summary["stages"]] == [4, 8]
     lns = summary["stages"][1]
     assert lns["epochs"] == 2
-    records = [
-        json.loads(line)
-        for line in open(os.path.join(workdir, "metrics.jsonl")).read().splitlines()
-    ]
+    records = read_metrics(workdir)
     assert [(r["stage"], r["step"]) for r in records] == [("pretrain", 4), ("lns", 4), ("lns", 8)]

@@ -10,6 +10,7 @@ import pytest
 from helpers import tiny_config
 
 from bnnns.checkpointing import StageCheckpointer
+from bnnns.metric_writer import read_metrics
 from bnnns.train_lib import restore_stage, train_and_evaluate
 
 
@@ -23,10 +24,6 @@ def crash_at(stage, epoch):
             raise Crash(f"{stage} epoch {epoch}")
 
     return callback
-
-
-def final_params(workdir, config, stage):
-    return restore_stage(config, str(workdir), stage)
 
 
 def check_outputs(tmp_path, summary):
@@ -45,7 +42,7 @@ def check_outputs(tmp_path, summary):
     lns = on_disk["stages"][1]
     assert lns["warm_start"]["min_agreement"] > 0.9
     assert set(lns["label_agreement"]) == {"BinaryConv_0", "BinaryConv_1", "BinaryConv_2"}
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(str(tmp_path))
     assert [(r["stage"], r["epoch"]) for r in records] == [
         ("pretrain", 1),
         ("pretrain", 2),
@@ -67,8 +64,8 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
         with pytest.raises(Crash):
             train_and_evaluate(config, resumed, callbacks=[crash])
     summary = train_and_evaluate(config, resumed)
-    a, meta_a = final_params(str(tmp_path / "straight"), config, "lns")
-    b, meta_b = final_params(resumed, config, "lns")
+    a, meta_a = restore_stage(config, str(tmp_path / "straight"), "lns")
+    b, meta_b = restore_stage(config, resumed, "lns")
     assert int(a.step) == int(b.step) == 16
     jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
     jax.tree.map(np.testing.assert_array_equal, a.model_state, b.model_state)
@@ -76,8 +73,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
         r["test_accuracy"] for r in meta_b["history"]
     ]
     assert len(summary["stages"]) == 2
-    records = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
-    assert len(records) == 4  # nothing logged twice
+    assert len(read_metrics(resumed)) == 4  # nothing logged twice
 
 
 def test_mid_epoch_resume_keeps_the_whole_epochs_train_metrics(tmp_path):
@@ -94,18 +90,13 @@ def test_mid_epoch_resume_keeps_the_whole_epochs_train_metrics(tmp_path):
     assert steps[-1] in (6, 8) and 6 in steps, steps
     shutil.rmtree(ckpt / "8", ignore_errors=True)
     train_and_evaluate(config, str(resumed))
-
-    def records(workdir):
-        lines = (workdir / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(line) for line in lines]
-
-    straight, again = records(tmp_path / "straight"), records(resumed)
+    straight, again = read_metrics(str(tmp_path / "straight")), read_metrics(str(resumed))
     assert [r["step"] for r in again] == [r["step"] for r in straight] == [8, 16]
     for a, b in zip(straight, again, strict=True):
         for key in ("train_loss", "train_accuracy", "train_grad_norm", "test_accuracy"):
             assert b[key] == pytest.approx(a[key], rel=1e-6), key
-    a, _ = final_params(str(tmp_path / "straight"), config, "pretrain")
-    b, _ = final_params(str(resumed), config, "pretrain")
+    a, _ = restore_stage(config, str(tmp_path / "straight"), "pretrain")
+    b, _ = restore_stage(config, str(resumed), "pretrain")
     jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
 
 
@@ -114,7 +105,7 @@ def test_finetune_from_init_from(tmp_path):
     config = tiny_config(stages="finetune,lns", init_from=str(tmp_path / "pre"))
     summary = train_and_evaluate(config, str(tmp_path / "ft"))
     assert [s["stage"] for s in summary["stages"]] == ["finetune", "lns"]
-    pre, _ = final_params(str(tmp_path / "pre"), config, "pretrain")
+    pre, _ = restore_stage(config, str(tmp_path / "pre"), "pretrain")
     ckpt = StageCheckpointer(str(tmp_path / "ft" / "checkpoints" / "finetune"))
     assert ckpt.latest_step() == 8
     ckpt.close()
