@@ -62,7 +62,7 @@ def base_config() -> ConfigDict:
             "rho_neg": 0.005,  # Eq. 9 (D4)
             "labels": "current",  # D1: "current" | "pretrained"
             "weight_ste": "identity",  # D2: "identity" | "clipped"
-            "reduction": "sum",  # D3: "sum" (Eq. 17) | "mean" (Eq. 16)
+            "reduction": "mean",  # D3: "mean" (Eq. 16, default) | "sum" (Eq. 17)
             "residual": False,  # D6 option
             "warmup_steps": 2000,  # D7 cap (Adam steps on theta only)
             "warmup_target": 0.995,  # D7 per-layer agreement target

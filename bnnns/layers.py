@@ -110,7 +110,7 @@ class _BinaryWeights(nn.Module):
     weight_clip: float = 1.0
     rho_pos: float = 0.005
     rho_neg: float = 0.005
-    aux_reduction: str = "sum"
+    aux_reduction: str = "mean"
     labels: str = "current"
     residual_mapping: bool = False
 
@@ -167,8 +167,8 @@ class BinaryConv(_BinaryWeights):
       weight_binarizer: ``"sign"`` or ``"lns"`` (D2).
       weight_scale: ``"none"``, ``"layer"`` or ``"channel"`` (D8).
       weight_ste: ``"identity"`` (D2 default) or ``"clipped"`` (``1{|.| <= weight_clip}``).
-      rho_pos, rho_neg: noise rates of Eqs. 8-9 (D4). aux_reduction: ``"sum"`` (Eq. 17, D3)
-        or ``"mean"`` (Eq. 16). labels: ``"current"`` or ``"pretrained"`` (D1).
+      rho_pos, rho_neg: noise rates of Eqs. 8-9 (D4). aux_reduction: ``"mean"`` (Eq. 16, D3
+        default) or ``"sum"`` (Eq. 17). labels: ``"current"`` or ``"pretrained"`` (D1).
       residual_mapping: zero-initialised residual mapping (D6 option).
       dtype: compute dtype (``None``: the input's).
 

@@ -32,6 +32,6 @@ def get_config():
         alpha=1.0,
         rho_pos=0.005,
         rho_neg=0.005,
-        reduction="sum",
+        reduction="mean",
     )
     return c

@@ -30,6 +30,6 @@ def get_config():
     )
     c.finetune.update(fine_tune)
     c.lns.update(fine_tune)
-    c.lns.update(alpha=1.0, rho_pos=0.005, rho_neg=0.005, reduction="sum", warmup_steps=2000)
+    c.lns.update(alpha=1.0, rho_pos=0.005, rho_neg=0.005, reduction="mean", warmup_steps=2000)
     c.progress_bar = False
     return c

@@ -51,7 +51,7 @@ def test_paper_recipes():
         1.0,
         0.005,
         0.005,
-        "sum",
+        "mean",
     )
     c = load_config_file(config_path("imagenet_birealnet18_pretrain"))
     assert (c.pretrain.epochs, c.batch_size, tuple(c.pretrain.decay_epochs)) == (

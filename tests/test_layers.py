@@ -66,12 +66,12 @@ class BinaryLayerTest(chex.TestCase):
         )
         self.assertGreater(float(jnp.abs(grads["mapping"]["Conv_0"]["kernel"]).sum()), 0)
 
-    def test_aux_loss_is_eq17(self):
+    def test_aux_loss_is_eq16_mean_by_default(self):
         layer, variables, x = conv_setup(weight_binarizer="lns", rho_pos=0.01, rho_neg=0.02)
         _, cols = layer.apply(variables, x, mutable=["lns"])
         w = variables["params"]["kernel"]
         q_hat = bnnns.MappingNet().apply({"params": variables["params"]["mapping"]}, w)
-        expected = bnnns.lns_loss(q_hat, jnp.where(w >= 0, 1.0, -1.0), 0.01, 0.02, "sum")
+        expected = bnnns.lns_loss(q_hat, jnp.where(w >= 0, 1.0, -1.0), 0.01, 0.02, "mean")
         np.testing.assert_allclose(collect_aux_loss(cols["lns"]), expected, rtol=1e-5)
         agreement = cols["lns"]["label_agreement"][0]
         np.testing.assert_allclose(agreement, 1 - bnnns.flip_rate(q_hat, w))

@@ -32,7 +32,7 @@ class BinaryOptions:
     act_clip: float = 1.0
     rho_pos: float = 0.005
     rho_neg: float = 0.005
-    aux_reduction: str = "sum"
+    aux_reduction: str = "mean"
     labels: str = "current"
     residual_mapping: bool = False
 
