@@ -8,9 +8,15 @@ import os
 
 from ml_collections import ConfigDict
 
-from bnnns.layers import ACTIVATION_ESTIMATORS, LABEL_SOURCES, REDUCTIONS, WEIGHT_STES
+from bnnns.layers import (
+    ACTIVATION_ESTIMATORS,
+    CLS_GRAD_PATHS,
+    LABEL_SOURCES,
+    REDUCTIONS,
+    WEIGHT_STES,
+)
 from bnnns.models import MODELS
-from bnnns.optim import OPTIMIZERS, SCHEDULES
+from bnnns.optim import OPTIMIZERS, SCHEDULES, parse_lr_scale
 from bnnns.scaling import SCALE_MODES
 
 __all__ = ["STAGES", "ConfigError", "parse_stages", "validate_config"]
@@ -126,8 +132,14 @@ def validate_config(config: ConfigDict, process_count: int = 1) -> list[str]:
         _one_of(config, "lns.labels", LABEL_SOURCES)
         _one_of(config, "lns.reduction", REDUCTIONS)
         _one_of(config, "lns.weight_ste", WEIGHT_STES)
+        _one_of(config, "lns.cls_grad_to_w", CLS_GRAD_PATHS)
         _number(config, "lns.warmup_steps", low=0, integer=True)
         _number(config, "lns.warmup_target", low=0, high=1)
+        _number(config, "lns.warmup_tolerance", low=0)
+        _number(config, "lns.warmup_lr", low=0, low_open=True)
+        scale = config.lns.get("mapping_lr_scale", "1")
+        if parse_lr_scale(scale) is None:
+            _fail("lns.mapping_lr_scale", scale, "must be '1/N' or a number >= 0, as a string")
     if stages[0] != "pretrain":
         init_from = config.init_from
         if not init_from:

@@ -61,12 +61,22 @@ def base_config() -> ConfigDict:
             "rho_pos": 0.005,  # Eq. 8 (D4)
             "rho_neg": 0.005,  # Eq. 9 (D4)
             "labels": "current",  # D1: "current" | "pretrained"
-            "weight_ste": "identity",  # D2: "identity" | "clipped"
+            # D2 (revised after measurement, docs/method.md): "clipped" (Eq. 3's STE on q^:
+            # the gradient passes where |q^| <= 1) | "identity" (DoReFa; the old default)
+            "weight_ste": "clipped",
             "reduction": "mean",  # D3: "mean" (Eq. 16, default) | "sum" (Eq. 17)
             "residual": False,  # D6 option
-            "warmup_steps": 2000,  # D7 cap (Adam steps on theta only)
-            "warmup_target": 0.995,  # D7 per-layer agreement target
+            # D14: how l_cls's gradient reaches W: "mapping" (chain rule through f_theta) or
+            # "straight" (dl_cls/dQ^ straight to W, Eq. 3; theta still gets it via f_theta).
+            "cls_grad_to_w": "mapping",
+            "warmup_steps": 5000,  # D7 step cap (Adam steps on theta only)
+            "warmup_target": 0.995,  # D7 per-layer agreement target (a floor, not the stop)
+            "warmup_tolerance": 0.01,  # D7 convergence: relative excess-loss drop per check
             "warmup_lr": 1e-3,
+            # Learning-rate multiplier of theta relative to W, as a string: "1" (Algorithm 1
+            # line 13, one eta), any number ("0.1"), or "1/N" (per layer, N = the binarized
+            # kernel's element count).
+            "mapping_lr_scale": "1",
         }
     )
     c.pretrain = optimization(epochs=400, learning_rate=0.1, schedule="cosine")

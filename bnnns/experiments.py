@@ -1,9 +1,11 @@
 """The paper's ablations, reproduced on real MNIST (method.md §5.1; Table 1, Figs. 3-5).
 
-    python -m bnnns.experiments ablation   [--seeds 5]
-    python -m bnnns.experiments rho_sweep  [--seeds 1]
-    python -m bnnns.experiments alpha_sweep [--seeds 1]
-    python -m bnnns.experiments flips      (reads the ablation's runs)
+    python -m bnnns.experiments ablation      [--seeds 5]   Table 1
+    python -m bnnns.experiments flips         [--seeds 5]   Fig. 3 (a-c)
+    python -m bnnns.experiments rho_sweep     [--seeds 3]   Fig. 5
+    python -m bnnns.experiments alpha_sweep   [--seeds 3]   Fig. 4
+    python -m bnnns.experiments flip_sources  [--seeds 2]   why LNS flips what it flips
+    python -m bnnns.experiments all --jobs 2                all of them, 2 runs at a time
 
 Protocol: one pretrained BNN (``configs/mnist_ablation.py``, seed 0) is fine-tuned with the same
 budget by every row; a validation split carved from the training set (10%) is the one used
@@ -53,15 +55,65 @@ def _config(overrides: dict[str, Any]):
     return load_config_file(CONFIG, overrides)
 
 
-def run_one(workdir: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Run (or load, when already finished) one training run; return its summary."""
-    path = os.path.join(workdir, "summary.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
+def run_one(
+    workdir: str, overrides: dict[str, Any], allow_divergence: bool = False
+) -> dict[str, Any]:
+    """Run (or load, when already finished) one training run; return its summary.
+
+    With ``allow_divergence`` a run stopped by a non-finite loss is a result, not an error: it
+    returns (and records in ``workdir/diverged.json``) ``{"diverged": message}``.
+    """
+    config = _config(overrides)
+    for name in ("summary.json", "diverged.json"):
+        path = os.path.join(workdir, name)
+        if os.path.exists(path):
+            _check_same_config(workdir, config)
+            with open(path) as f:
+                return json.load(f)
     from bnnns.train_lib import train_and_evaluate
 
-    return train_and_evaluate(_config(overrides), workdir)
+    try:
+        return train_and_evaluate(config, workdir)
+    except FloatingPointError as e:
+        if not allow_divergence:
+            raise
+        result = {"diverged": str(e)}
+        with open(os.path.join(workdir, "diverged.json"), "w") as f:
+            json.dump(result, f)
+        return result
+
+
+def _check_same_config(workdir: str, config) -> None:
+    """A finished run is reused only when it was trained with this very config (the protocol's
+    defaults may have changed since): otherwise stop, naming the differing fields."""
+    with open(os.path.join(workdir, "config.json")) as f:
+        stored = json.load(f)
+    wanted = json.loads(json.dumps(config.to_dict(), default=str))
+    flat_a, flat_b = _flatten(stored), _flatten(wanted)
+    # Fields only one side has were added to bnnns in between (with a default that keeps the
+    # old behaviour); every field both have must agree, except the sections of stages this run
+    # does not have (a pretrain run does not depend on the lns section).
+    unused = tuple(f"{s}." for s in ("pretrain", "finetune", "lns") if s not in wanted["stages"])
+    differ = sorted(
+        k
+        for k in flat_a.keys() & flat_b.keys()
+        if flat_a[k] != flat_b[k] and not k.startswith(unused)
+    )
+    if differ:
+        raise ValueError(
+            f"{workdir} holds a finished run with another config ({', '.join(differ[:6])} "
+            "differ): use another --workdir, or remove that run to retrain it"
+        )
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def _lookup(config, key: str):
@@ -76,13 +128,29 @@ def pretrain(root: str) -> tuple[str, dict]:
     return workdir, run_one(workdir, {"stages": "pretrain", "seed": 0})
 
 
-def finetune_run(root: str, pre: str, name: str, stage: str, seed: int, extra: dict) -> dict:
+def run_workdir(root: str, name: str, extra: dict, seed: int) -> tuple[str, dict]:
+    """The directory of a fine-tuning run and its overrides less those equal to the protocol's
+    defaults (the same run always lands in the same directory, whichever experiment asks)."""
     base = _config({})
-    extra = {k: v for k, v in extra.items() if _lookup(base, k) != v}  # same run, same dir
+    extra = {k: v for k, v in extra.items() if _lookup(base, k) != v}
+    tag = "_".join(f"{k.split('.')[-1]}{v}".replace("/", "over") for k, v in extra.items())
+    return os.path.join(root, f"{name}{'_' + tag if tag else ''}_seed{seed}"), extra
+
+
+def finetune_run(
+    root: str,
+    pre: str,
+    name: str,
+    stage: str,
+    seed: int,
+    extra: dict,
+    allow_divergence: bool = False,
+) -> dict:
+    workdir, extra = run_workdir(root, name, extra, seed)
     overrides = {"stages": stage, "init_from": pre, "seed": seed, **extra}
-    tag = "_".join(f"{k.split('.')[-1]}{v}" for k, v in extra.items())
-    workdir = os.path.join(root, f"{name}{'_' + tag if tag else ''}_seed{seed}")
-    summary = run_one(workdir, overrides)
+    summary = run_one(workdir, overrides, allow_divergence)
+    if "diverged" in summary:
+        return {"workdir": workdir, "seed": seed, **summary}
     stage_summary = summary["stages"][-1]
     return {"workdir": workdir, "seed": seed, **stage_summary}
 
@@ -181,9 +249,7 @@ def sweep(root: str, out: str, seeds: int, param: str, grid: Sequence[float], fi
     points = []
     name = "rho_sweep" if "rho" in param else "alpha_sweep"
     for value in grid:
-        extra = {**fixed, param: value}
-        if param == "lns.rho_pos":
-            extra["lns.rho_neg"] = value
+        extra = _sweep_extra(param, fixed, value)
         runs = [finetune_run(root, pre, "LNS", "lns", s, extra) for s in range(seeds)]
         points.append(
             {
@@ -226,44 +292,166 @@ def sweep(root: str, out: str, seeds: int, param: str, grid: Sequence[float], fi
     return result
 
 
+FIG3_ROWS = {  # Fig. 3: LNS at lr 0.01; fine-tuning at 0.01, 0.001 and 0.0001 (method.md §5.1)
+    "LNS": ("lns", {}),
+    "fine-tune": ("finetune", {}),
+    "fine-tune lr 0.001": ("finetune", {"finetune.learning_rate": 0.001}),
+    "fine-tune lr 0.0001": ("finetune", {"finetune.learning_rate": 0.0001}),
+}
+
+
+def _run_dir_name(name: str) -> str:
+    return name.replace(" ", "").replace("=", "")
+
+
+def _epoch_curves(workdir: str, stage: str) -> list[dict]:
+    return [r for r in read_metrics(workdir) if r["stage"] == stage]
+
+
+def _mean_std_curve(hist: list[list[dict]], key: str) -> tuple[list[float], list[float]]:
+    values = np.array([[r[key] for r in h] for h in hist], float)
+    std = values.std(0, ddof=1) if len(hist) > 1 else np.zeros(values.shape[1])
+    return values.mean(0).tolist(), std.tolist()
+
+
 def flips(root: str, out: str, seeds: int) -> dict:
-    """Fig. 3c on MNIST: per-epoch flip rate of fine-tune vs LNS; per-layer label agreement."""
-    pre, _ = pretrain(root)
+    """Fig. 3 on MNIST: per-epoch train loss (cross-entropy), test accuracy and flip rate of LNS
+    (lr 0.01) and fine-tuning at lr 0.01, 0.001 and 0.0001; epoch 0 is the pretrained model (its
+    last pretrain epoch's train loss; its test accuracy). Also the LNS label agreement per layer
+    and where LNS's flips come from (``sign(W)`` changed, or the mapping alone)."""
+    pre, pre_summary = pretrain(root)
+    pre_hist = _epoch_curves(pre, "pretrain")
+    start = {"train_ce": pre_hist[-1]["train_ce"], "test_accuracy": pre_hist[-1]["test_accuracy"]}
     curves: dict[str, Any] = {}
     agreement: dict[str, list] = {}
-    for name in ("fine-tune", "LNS"):
-        stage, extra = ROWS[name]
-        runs = [
-            finetune_run(root, pre, name.replace(" ", "").replace("=", ""), stage, s, extra)
-            for s in range(seeds)
-        ]
-        hist = [[r for r in read_metrics(run["workdir"]) if r["stage"] == stage] for run in runs]
-        curves[name] = {
-            "flip_rate": np.mean([[r["flip_rate"] for r in h] for h in hist], 0).tolist(),
-            "train_loss": np.mean([[r["train_ce"] for r in h] for h in hist], 0).tolist(),
-            "test_accuracy": np.mean([[r["test_accuracy"] for r in h] for h in hist], 0).tolist(),
-        }
-        if name == "LNS":
+    for name, (stage, extra) in FIG3_ROWS.items():
+        runs = [finetune_run(root, pre, _run_dir_name(name), stage, s, extra) for s in range(seeds)]
+        hist = [_epoch_curves(run["workdir"], stage) for run in runs]
+        curves[name] = {"seeds": seeds}
+        for key in ("flip_rate", "latent_flip_rate", "flip_rate_with_latent"):
+            curves[name][key], curves[name][f"{key}_std"] = _mean_std_curve(hist, key)
+        for key in ("train_ce", "test_accuracy"):
+            mean, std = _mean_std_curve(hist, key)
+            curves[name][key] = [start[key], *mean]
+            curves[name][f"{key}_std"] = [0.0, *std]
+        if stage == "lns":
             agreement = {
                 layer: np.mean([[r["label_agreement"][layer] for r in h] for h in hist], 0).tolist()
                 for layer in hist[0][0]["label_agreement"]
             }
             curves[name]["warm_start"] = [run.get("warm_start", {}) for run in runs]
-    result = {"curves": curves, "label_agreement": agreement}
+    result = {"start": start, "curves": curves, "label_agreement": agreement}
+    names = list(curves)
     lines = [
-        "| epoch | flip rate fine-tune | flip rate LNS | test acc fine-tune | test acc LNS |",
-        "|---|---|---|---|---|",
+        "| epoch | " + " | ".join(f"flip rate {n}" for n in names) + " |",
+        "|---|" + "---|" * len(names),
     ]
-    ft, lns = curves["fine-tune"], curves["LNS"]
-    for e in range(len(ft["flip_rate"])):
+    for e in range(len(curves["LNS"]["flip_rate"])):
         lines.append(
-            f"| {e + 1} | {ft['flip_rate'][e]:.5f} | {lns['flip_rate'][e]:.5f} | "
-            f"{100 * ft['test_accuracy'][e]:.2f} | {100 * lns['test_accuracy'][e]:.2f} |"
+            f"| {e + 1} | " + " | ".join(f"{curves[n]['flip_rate'][e]:.5f}" for n in names) + " |"
+        )
+    for key, label, fmt in (
+        ("train_ce", "train loss (cross-entropy)", "{:.4f}"),
+        ("test_accuracy", "test accuracy (%)", "{:.2f}"),
+    ):
+        lines += [
+            "",
+            f"| epoch | {label}: " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        scale = 100 if key == "test_accuracy" else 1
+        for e in range(len(curves["LNS"][key])):
+            cells = [
+                " ± ".join(fmt.format(scale * curves[n][k][e]) for k in (key, key + "_std"))
+                for n in names
+            ]
+            lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    lns = curves["LNS"]
+    lines += [
+        "",
+        "| epoch | LNS flips with sign(W) changed | LNS flips by the mapping alone | "
+        "LNS sign(W) flip rate |",
+        "|---|---|---|---|",
+    ]
+    for e in range(len(lns["flip_rate"])):
+        both = lns["flip_rate_with_latent"][e]
+        lines.append(
+            f"| {e + 1} | {both:.5f} | {lns['flip_rate'][e] - both:.5f} | "
+            f"{lns['latent_flip_rate'][e]:.5f} |"
         )
     lines += ["", "| layer | label agreement per epoch (LNS) |", "|---|---|"]
     lines += [f"| {k} | {', '.join(f'{a:.4f}' for a in v)} |" for k, v in agreement.items()]
     _write(out, "flips", result, "\n".join(lines) + "\n")
     _plot_flips(out, result)
+    return result
+
+
+FLIP_SOURCES = {  # the issue-9 investigation: what makes LNS flip more than fine-tuning?
+    "fine-tune (reference)": ("finetune", {}),
+    "LNS (protocol default)": ("lns", {}),
+    "LNS alpha=0": ("lns", {"lns.alpha": 0.0}),
+    "sum reduction (Eq. 17)": ("lns", {"lns.reduction": "sum"}),
+    "theta lr x 1/N": ("lns", {"lns.mapping_lr_scale": "1/N"}),
+    "theta lr 0 (mapping frozen)": ("lns", {"lns.mapping_lr_scale": "0"}),
+    "sum + theta lr x 1/N": ("lns", {"lns.reduction": "sum", "lns.mapping_lr_scale": "1/N"}),
+    "warm start to 99.5% agreement only": ("lns", {"lns.warmup_tolerance": 0.0}),
+    "labels: pretrained sign(W) (D1)": ("lns", {"lns.labels": "pretrained"}),
+    "clipped weight STE (D2)": ("lns", {"lns.weight_ste": "clipped"}),
+    "l_cls straight to W (D14)": ("lns", {"lns.cls_grad_to_w": "straight"}),
+}
+
+
+def _variant_dir(stage: str, extra: dict) -> str:
+    """The run-directory stem Table 1 uses for the same settings (so runs are shared)."""
+    if stage == "finetune":
+        return "fine-tune"
+    return "LNSalpha0" if extra.get("lns.alpha") == 0.0 else "LNS"
+
+
+def flip_sources(root: str, out: str, seeds: int) -> dict:
+    """Why does LNS flip more binary weights than fine-tuning? One row per reading (each
+    changes one thing of the protocol), with the per-epoch flip rate, the part of it made by
+    the mapping alone (``sign(W)`` unchanged), the flip rate of ``sign(W)``, the train loss and
+    the test accuracy; a run that diverges is reported as such."""
+    pre, _ = pretrain(root)
+    pre_ce = _epoch_curves(pre, "pretrain")[-1]["train_ce"]
+    rows: dict[str, Any] = {}
+    for name, (stage, extra) in FLIP_SOURCES.items():
+        runs = [
+            finetune_run(root, pre, _variant_dir(stage, extra), stage, s, extra, True)
+            for s in range(seeds)
+        ]
+        done = [r for r in runs if "diverged" not in r]
+        row: dict[str, Any] = {"diverged": [r["diverged"] for r in runs if "diverged" in r]}
+        if done:
+            hist = [_epoch_curves(r["workdir"], stage) for r in done]
+            for key in ("flip_rate", "latent_flip_rate", "flip_rate_with_latent", "train_ce"):
+                row[key] = _mean_std_curve(hist, key)[0]
+            row["test_last"] = _mean_std([r["test_accuracy"] for r in done])
+            row["seeds"] = len(done)
+        rows[name] = row
+    result = {"pretrained_train_ce": pre_ce, "seeds": seeds, "rows": rows}
+    lines = [
+        f"Pretrained model: train loss {pre_ce:.4f}. Flip rates per epoch (1, 2, 3, 4); "
+        "'mapping alone': binary flips with sign(W) unchanged.",
+        "",
+        "| reading | flip rate | of which mapping alone | sign(W) flip rate | "
+        "train loss (epoch 1, last) | test acc last (%) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        if "flip_rate" not in row:
+            lines.append(f"| {name} | diverged: {row['diverged'][0]} | | | | |")
+            continue
+        mapping_alone = np.subtract(row["flip_rate"], row["flip_rate_with_latent"])
+        fmt = lambda xs: ", ".join(f"{x:.4f}" for x in xs)  # noqa: E731
+        note = f" ({len(row['diverged'])} of {seeds} diverged)" if row["diverged"] else ""
+        lines.append(
+            f"| {name}{note} | {fmt(row['flip_rate'])} | {fmt(mapping_alone)} | "
+            f"{fmt(row['latent_flip_rate'])} | {row['train_ce'][0]:.4f}, {row['train_ce'][-1]:.4f}"
+            f" | {_pct(*row['test_last'], row['seeds'])} |"
+        )
+    _write(out, "flip_sources", result, "\n".join(lines) + "\n")
     return result
 
 
@@ -339,49 +527,112 @@ def _plot_sweep(out: str, name: str, result: dict) -> None:
 
 
 def _plot_flips(out: str, result: dict) -> None:
+    """Fig. 3 (a) train loss, (b) test accuracy, (c) flip rate; mean ± std over seeds."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for name, c in result["curves"].items():
-        epochs = np.arange(1, len(c["flip_rate"]) + 1)
-        axes[0].plot(epochs, c["flip_rate"], marker="o", label=name)
-    axes[0].set_yscale("log")
-    axes[0].set_xlabel("epoch")
-    axes[0].set_ylabel("flip rate vs previous epoch")
-    axes[0].set_title("Fig. 3c on MNIST")
-    axes[0].legend()
-    for layer, values in result["label_agreement"].items():
-        axes[1].plot(np.arange(1, len(values) + 1), values, marker="o", label=layer)
-    axes[1].set_xlabel("epoch")
-    axes[1].set_ylabel("sign(q^) == sign(W)")
-    axes[1].set_title("LNS label agreement per layer")
-    axes[1].legend()
+        for ax, key, scale, first in (
+            (axes[0], "train_ce", 1, 0),
+            (axes[1], "test_accuracy", 100, 0),
+            (axes[2], "flip_rate", 1, 1),
+        ):
+            m, s = scale * np.asarray(c[key]), scale * np.asarray(c[key + "_std"])
+            epochs = np.arange(first, first + len(m))
+            (line,) = ax.plot(epochs, m, marker="o", label=name)
+            ax.fill_between(epochs, m - s, m + s, color=line.get_color(), alpha=0.2)
+    for ax, title, ylabel in (
+        (axes[0], "(a) train loss", "cross-entropy"),
+        (axes[1], "(b) test accuracy", "accuracy (%)"),
+        (axes[2], "(c) flip rate", "flip rate vs previous epoch"),
+    ):
+        ax.set_title(f"Fig. 3{title[:3]} on MNIST: {title[4:]}")
+        ax.set_xlabel("fine-tuning epoch (0: pretrained)")
+        ax.set_ylabel(ylabel)
+    axes[2].set_yscale("log")
+    axes[2].legend()
     fig.tight_layout()
     fig.savefig(os.path.join(out, "flips.png"), dpi=110)
     plt.close(fig)
 
 
+SWEEPS = {  # name: (parameter, grid, fixed overrides); Figs. 5 and 4 (method.md §4)
+    "rho_sweep": ("lns.rho_pos", RHO_GRID, {"lns.alpha": 1.0}),
+    "alpha_sweep": ("lns.alpha", ALPHA_GRID, {"lns.rho_pos": 0.01, "lns.rho_neg": 0.01}),
+}
+DEFAULT_SEEDS = {"ablation": 5, "flips": 5, "flip_sources": 2, "rho_sweep": 3, "alpha_sweep": 3}
+
+
+def _sweep_extra(param: str, fixed: dict, value: float) -> dict:
+    extra = {**fixed, param: value}
+    if param == "lns.rho_pos":
+        extra["lns.rho_neg"] = value
+    return extra
+
+
+def planned_runs(name: str, seeds: int) -> list[tuple[str, str, dict, int, bool]]:
+    """The fine-tuning runs experiment ``name`` reads: ``(dir stem, stage, overrides, seed,
+    allow_divergence)``, in the order the experiment runs them."""
+    if name == "ablation":
+        rows = [(_run_dir_name(n), st, ex, False) for n, (st, ex) in ROWS.items()]
+    elif name == "flips":
+        rows = [(_run_dir_name(n), st, ex, False) for n, (st, ex) in FIG3_ROWS.items()]
+    elif name == "flip_sources":
+        rows = [(_variant_dir(st, ex), st, ex, True) for st, ex in FLIP_SOURCES.values()]
+    else:
+        param, grid, fixed = SWEEPS[name]
+        rows = [("LNS", "lns", _sweep_extra(param, fixed, v), False) for v in grid]
+    return [(stem, st, ex, s, div) for stem, st, ex, div in rows for s in range(seeds)]
+
+
+def _run_planned(job: tuple) -> str:
+    root, pre, stem, stage, extra, seed, allow_divergence = job
+    run = finetune_run(root, pre, stem, stage, seed, extra, allow_divergence)
+    return run["workdir"]
+
+
+def run_in_parallel(root: str, names: Sequence[str], seeds: dict, jobs: int) -> None:
+    """Train the missing runs of experiments ``names``, ``jobs`` processes at a time (each run
+    is one process of its own, as if trained alone; a run two experiments share runs once)."""
+    import multiprocessing
+
+    pre, _ = pretrain(root)
+    todo, seen = [], set()
+    for name in names:
+        for stem, stage, extra, seed, div in planned_runs(name, seeds[name]):
+            workdir, _ = run_workdir(root, stem, extra, seed)
+            if workdir not in seen:
+                seen.add(workdir)
+                todo.append((root, pre, stem, stage, extra, seed, div))
+    context = multiprocessing.get_context("spawn")  # no fork of a process that imported jax
+    with context.Pool(jobs, maxtasksperchild=1) as pool:
+        for workdir in pool.imap_unordered(_run_planned, todo):
+            print(f"finished {workdir}", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("name", choices=("ablation", "rho_sweep", "alpha_sweep", "flips"))
-    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("name", choices=(*DEFAULT_SEEDS, "all"))
+    parser.add_argument("--seeds", type=int, default=None, help=f"default: {DEFAULT_SEEDS}")
     parser.add_argument("--workdir", default="runs/experiments")
     parser.add_argument("--out", default="docs/results")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="train missing runs this many at a time first"
+    )
     args = parser.parse_args(argv)
-    if args.name == "ablation":
-        ablation(args.workdir, args.out, args.seeds or 5)
-    elif args.name == "rho_sweep":
-        sweep(args.workdir, args.out, args.seeds or 1, "lns.rho_pos", RHO_GRID, {"lns.alpha": 1.0})
-    elif args.name == "alpha_sweep":
-        sweep(
-            args.workdir,
-            args.out,
-            args.seeds or 1,
-            "lns.alpha",
-            ALPHA_GRID,
-            {"lns.rho_pos": 0.01, "lns.rho_neg": 0.01},
-        )
-    else:
-        flips(args.workdir, args.out, args.seeds or 5)
+    names = list(DEFAULT_SEEDS) if args.name == "all" else [args.name]
+    seeds = {n: args.seeds or DEFAULT_SEEDS[n] for n in names}
+    if args.jobs > 1:
+        run_in_parallel(args.workdir, names, seeds, args.jobs)
+    for name in names:
+        if name == "ablation":
+            ablation(args.workdir, args.out, seeds[name])
+        elif name in SWEEPS:
+            param, grid, fixed = SWEEPS[name]
+            sweep(args.workdir, args.out, seeds[name], param, grid, fixed)
+        elif name == "flip_sources":
+            flip_sources(args.workdir, args.out, seeds[name])
+        else:
+            flips(args.workdir, args.out, seeds[name])
 
 
 if __name__ == "__main__":

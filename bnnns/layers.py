@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from bnnns.estimators import approx_sign, sign, ste_sign
-from bnnns.losses import check_noise_rates, lns_loss
+from bnnns.losses import check_noise_rates, lns_loss, lns_loss_floor
 from bnnns.mapping import MappingNet
 from bnnns.metrics import sign_agreement
 from bnnns.scaling import SCALE_MODES, weight_scale
@@ -49,6 +49,7 @@ ACTIVATION_ESTIMATORS = ("ste_sign", "approx_sign", "none")
 WEIGHT_STES = ("identity", "clipped")
 LABEL_SOURCES = ("current", "pretrained")
 REDUCTIONS = ("sum", "mean")
+CLS_GRAD_PATHS = ("mapping", "straight")
 
 
 def binarize_activations(x: jax.Array, estimator: str, clip: float = 1.0) -> jax.Array:
@@ -113,6 +114,7 @@ class _BinaryWeights(nn.Module):
     aux_reduction: str = "mean"
     labels: str = "current"
     residual_mapping: bool = False
+    cls_grad_to_w: str = "mapping"
 
     def _check(self) -> None:
         checks = {
@@ -121,6 +123,7 @@ class _BinaryWeights(nn.Module):
             "weight_ste": (self.weight_ste, WEIGHT_STES),
             "aux_reduction": (self.aux_reduction, REDUCTIONS),
             "labels": (self.labels, LABEL_SOURCES),
+            "cls_grad_to_w": (self.cls_grad_to_w, CLS_GRAD_PATHS),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
@@ -137,14 +140,28 @@ class _BinaryWeights(nn.Module):
         if self.weight_binarizer == "sign":
             binary = ste_sign(kernel, clip)
         else:
-            q_hat = MappingNet(residual=self.residual_mapping, name="mapping")(kernel)  # Eq. 4
+            mapping = MappingNet(residual=self.residual_mapping, name="mapping")
+            q_hat = mapping(kernel)  # Eq. 4
             q_tilde = self._noisy_labels(kernel)
             aux = lns_loss(q_hat, q_tilde, self.rho_pos, self.rho_neg, self.aux_reduction)
-            self.sow("lns", "aux_loss", aux)  # Eq. 15 / 17
+            self.sow("lns", "aux_loss", aux)  # Eq. 15 / 16 (D3)
+            floor = lns_loss_floor(q_tilde, self.rho_pos, self.rho_neg, self.aux_reduction)
+            self.sow("lns", "aux_floor", floor)  # min of aux_loss: aux - floor is the excess
             self.sow("lns", "label_agreement", sign_agreement(q_hat, q_tilde))
-            binary = ste_sign(q_hat, clip)  # D2: sign(f_theta(W)), STE back to q^
+            binary = ste_sign(self._cls_path(mapping, kernel, q_hat), clip)  # D2
         self.sow("binary_weights", "kernel", binary.astype(jnp.int8))
         return binary * scale.astype(binary.dtype)
+
+    def _cls_path(self, mapping: nn.Module, kernel: jax.Array, q_hat: jax.Array) -> jax.Array:
+        """What ``sign`` binarizes for the classification loss: ``q^``, whose gradient reaches
+        theta and (through the mapping's Jacobian) W (``cls_grad_to_w="mapping"``), or a tensor
+        equal to ``q^`` whose gradient reaches theta through the mapping and W straight through,
+        as ``dl_cls/dQ^`` (Eq. 3's STE read in Algorithm 1 line 10; ``"straight"``, D14). The
+        auxiliary loss reaches W through the mapping either way (Eq. 20)."""
+        if self.cls_grad_to_w == "mapping":
+            return q_hat
+        q_theta = mapping(jax.lax.stop_gradient(kernel))  # same value; no path to W
+        return q_theta + (kernel - jax.lax.stop_gradient(kernel)).astype(q_theta.dtype)
 
     def _noisy_labels(self, kernel: jax.Array) -> jax.Array:
         """``Q~`` of D1: ``sign(W)`` now (stop-gradient) or frozen signs of the initial W."""
@@ -179,7 +196,7 @@ class BinaryConv(_BinaryWeights):
         >>> variables = bnnns.layers.drop_sown(layer.init(jax.random.key(0), x))
         >>> y, cols = layer.apply(variables, x, mutable=["lns"])
         >>> y.shape, sorted(cols["lns"])
-        ((2, 5, 5, 8), ['aux_loss', 'label_agreement'])
+        ((2, 5, 5, 8), ['aux_floor', 'aux_loss', 'label_agreement'])
     """
 
     kernel_size: Sequence[int] = (3, 3)

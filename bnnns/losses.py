@@ -14,7 +14,15 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-__all__ = ["squared_loss", "unbiased_loss", "lns_loss", "check_noise_rates", "cross_entropy"]
+__all__ = [
+    "squared_loss",
+    "unbiased_loss",
+    "lns_loss",
+    "lns_target",
+    "lns_loss_floor",
+    "check_noise_rates",
+    "cross_entropy",
+]
 
 ArrayOrFloat = jax.Array | float
 
@@ -135,6 +143,39 @@ def lns_loss(
     if reduction == "none":
         return elementwise
     raise ValueError(f"lns_loss: reduction must be 'sum', 'mean' or 'none', got {reduction!r}")
+
+
+def lns_target(q_tilde: jax.Array, rho_pos: ArrayOrFloat, rho_neg: ArrayOrFloat) -> jax.Array:
+    """The minimiser of Eq. 15's squared loss in ``q^``: ``c q~`` with
+    ``c = 1 + 2 rho_{q~} / (1 - rho_pos - rho_neg)``, where Eq. 18 vanishes (method.md §1.5,
+    DERIVED (b)); ``1 / (1 - 2 rho)`` for symmetric noise.
+
+    Example:
+        >>> import jax.numpy as jnp, bnnns
+        >>> bnnns.losses.lns_target(jnp.array([1.0, -1.0]), 0.1, 0.1).tolist()
+        [1.25, -1.25]
+    """
+    rho_same = jnp.where(q_tilde > 0, rho_pos, rho_neg)
+    return q_tilde * (1 + 2 * rho_same / (1 - rho_pos - rho_neg))
+
+
+def lns_loss_floor(
+    q_tilde: jax.Array,
+    rho_pos: ArrayOrFloat,
+    rho_neg: ArrayOrFloat,
+    reduction: Literal["sum", "mean", "none"] = "mean",
+) -> jax.Array:
+    """The smallest value :func:`lns_loss` can take for labels ``q~`` (at ``q^ = lns_target``).
+
+    It is ``1 - c^2 <= 0`` per element, so ``lns_loss - lns_loss_floor`` is the excess loss
+    ``(q^ - c q~)^2`` (reduced alike), which the D7 warm start's convergence test uses.
+
+    Example:
+        >>> import jax.numpy as jnp, bnnns
+        >>> round(float(bnnns.losses.lns_loss_floor(jnp.ones(4), 0.01, 0.01)), 4)
+        -0.0412
+    """
+    return lns_loss(lns_target(q_tilde, rho_pos, rho_neg), q_tilde, rho_pos, rho_neg, reduction)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:

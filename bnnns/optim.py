@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import optax
 from ml_collections import ConfigDict
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "make_schedule", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "make_schedule", "make_optimizer", "mapping_lr_scales"]
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
@@ -39,10 +41,72 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(opt: ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:
+def mapping_lr_scales(params, scale: float | str) -> dict:
+    """Per-leaf learning-rate multipliers: ``scale`` on the LNS mapping networks' theta, 1 on
+    everything else (W, BatchNorm, stem, head).
+
+    ``scale`` is a number, or ``"1/N"``: each mapping network gets ``1/N`` with ``N`` the
+    element count of the kernel it binarizes (the weight the mean reduction of D3 gives each
+    element in Eq. 16). Algorithm 1 line 13 uses one ``eta`` for W and theta (``scale=1``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> p = {"conv": {"kernel": jnp.zeros((3, 3, 2, 4)), "mapping": {"w": jnp.zeros(2)}}}
+        >>> mapping_lr_scales(p, "1/N")["conv"]["mapping"]["w"]
+        0.013888888888888888
+    """
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(params)
+    out = {}
+    for path, _ in flat.items():
+        if "mapping" not in path:
+            out[path] = 1.0
+            continue
+        if scale == "1/N":
+            owner = path[: path.index("mapping")]
+            out[path] = 1.0 / flat[(*owner, "kernel")].size
+        else:
+            out[path] = float(scale)
+    return traverse_util.unflatten_dict(out)
+
+
+def parse_lr_scale(text: str | float) -> float | str | None:
+    """``"1/N"`` or a number >= 0 (given as a string or a number); None when it is neither.
+
+    Example:
+        >>> parse_lr_scale("0.1"), parse_lr_scale("1/N"), parse_lr_scale("-1")
+        (0.1, '1/N', None)
+    """
+    if text == "1/N":
+        return "1/N"
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _scale_by_tree(scales) -> optax.GradientTransformation:
+    """Multiply each update leaf by a constant from ``scales`` (same tree as the params)."""
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u, s: u * s, updates, scales), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(
+    opt: ConfigDict,
+    steps_per_epoch: int,
+    lr_scales: dict | None = None,
+) -> optax.GradientTransformation:
     """SGD-momentum or Adam with the schedule of :func:`make_schedule` and optional weight decay.
 
     One optimizer over all parameters, W and theta alike, as in Algorithm 1 line 13 (Q12).
+    ``lr_scales`` (a tree like the params, e.g. from :func:`mapping_lr_scales`) multiplies each
+    parameter's step; for SGD-momentum and Adam that is exactly a per-parameter learning rate.
     """
     schedule = make_schedule(opt, steps_per_epoch)
     if opt.optimizer == "sgd":
@@ -51,6 +115,8 @@ def make_optimizer(opt: ConfigDict, steps_per_epoch: int) -> optax.GradientTrans
         base = optax.adam(schedule)
     else:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {opt.optimizer!r}")
+    if lr_scales is not None:
+        base = optax.chain(base, _scale_by_tree(lr_scales))
     if float(opt.weight_decay) > 0:
         return optax.chain(optax.add_decayed_weights(float(opt.weight_decay), _decay_mask), base)
     return base

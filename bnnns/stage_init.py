@@ -94,14 +94,23 @@ def warm_start_mapping(
     max_steps: int,
     target: float,
     learning_rate: float,
+    tolerance: float = 0.0,
     check_every: int = 25,
 ) -> tuple[TrainState, dict[str, Any]]:
     """Warm start of §3.2 stage 2 (D7): train only theta on ``sum_i l~_i`` (no data needed) until
-    every layer's agreement between ``sign(q^)`` and ``sign(W)`` is at least ``target``, or
-    ``max_steps`` Adam steps. W, BatchNorm and the rest stay fixed.
+    the auxiliary loss has converged, or ``max_steps`` Adam steps. W, BatchNorm and the rest stay
+    fixed.
 
-    Returns the state with the new theta and ``{"steps", "min_agreement", "agreement",
-    "aux_loss"}`` (agreement per layer).
+    Convergence (D7, revised): every ``check_every`` steps the *excess* loss ``sum_i (l~_i -
+    min l~_i)`` (``min`` from :func:`bnnns.losses.lns_loss_floor`; the excess is the squared
+    distance of q^ to the loss's minimiser, so it tends to 0 while the loss itself may be
+    negative) is compared with its value at the previous check; the warm start stops once it fell
+    by less than ``tolerance`` (relative) **and** every layer's agreement between ``sign(q^)`` and
+    ``sign(W)`` is at least ``target``. ``tolerance=0`` keeps the old rule: stop as soon as the
+    agreement target is met.
+
+    Returns the state with the new theta and ``{"steps", "converged", "aux_loss", "excess_loss",
+    "min_agreement", "agreement"}`` (agreement per layer).
     """
     flat = traverse_util.flatten_dict(state.params)
     mapping = {k: v for k, v in flat.items() if _is_mapping(k)}
@@ -114,35 +123,43 @@ def warm_start_mapping(
             {"params": params, **state.model_state}, dummy_input, train=False, mutable=["lns"]
         )
         stats = lns_layer_stats(cols["lns"])
-        return collect_aux_loss(cols["lns"]), {k: v["label_agreement"] for k, v in stats.items()}
+        floor = sum(v["aux_floor"] for v in stats.values())
+        loss = collect_aux_loss(cols["lns"])
+        return loss, (loss - floor, {k: v["label_agreement"] for k, v in stats.items()})
 
     @jax.jit
     def steps(mapping_params, opt_state, rest):
         def body(carry, _):
             mp, os = carry
-            (loss, agreement), grads = jax.value_and_grad(aux, has_aux=True)(mp, rest)
+            grads = jax.grad(lambda m: aux(m, rest)[0])(mp)
             updates, os = tx.update(grads, os, mp)
-            return (optax.apply_updates(mp, updates), os), (loss, agreement)
+            return (optax.apply_updates(mp, updates), os), None
 
-        (mp, os), (losses, agreements) = jax.lax.scan(
-            body, (mapping_params, opt_state), None, length=check_every
-        )
-        return mp, os, losses[-1], jax.tree.map(lambda a: a[-1], agreements)
+        (mp, os), _ = jax.lax.scan(body, (mapping_params, opt_state), None, length=check_every)
+        return mp, os
 
     opt_state = tx.init(mapping)
     evaluate = jax.jit(aux)
-    loss, agreement = evaluate(mapping, rest)
-    done = 0
-    while min(float(a) for a in agreement.values()) < target and done < max_steps:
-        mapping, opt_state, _, _ = steps(mapping, opt_state, rest)
+    loss, (excess, agreement) = evaluate(mapping, rest)
+    done, converged = 0, False
+    while done < max_steps:
+        mapping, opt_state = steps(mapping, opt_state, rest)
         done += check_every
-        loss, agreement = evaluate(mapping, rest)
+        previous = float(excess)
+        loss, (excess, agreement) = evaluate(mapping, rest)
+        agreed = min(float(a) for a in agreement.values()) >= target
+        settled = float(excess) <= 1e-12 or previous - float(excess) < tolerance * previous
+        if agreed and (tolerance == 0 or settled):
+            converged = True
+            break
     params = traverse_util.unflatten_dict({**rest, **mapping})
     agreement = {k: float(v) for k, v in agreement.items()}
     info = {
         "steps": done,
+        "converged": converged,
+        "aux_loss": float(loss),
+        "excess_loss": float(excess),
         "min_agreement": min(agreement.values()),
         "agreement": agreement,
-        "aux_loss": float(loss),
     }
     return state.replace(params=params), info

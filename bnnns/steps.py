@@ -22,6 +22,8 @@ __all__ = [
     "MUTABLE_TRAIN",
 ]
 
+LNS_METRICS = ("aux_loss", "aux_floor", "label_agreement")  # sown per LNS layer
+
 # Collections a train step updates: BatchNorm statistics and the sown LNS losses.
 MUTABLE_TRAIN = ("batch_stats", "lns")
 
@@ -49,11 +51,12 @@ def _layer_name(path) -> str:
 
 
 def lns_layer_stats(lns_collection: Any) -> dict[str, dict[str, jax.Array]]:
-    """``{layer: {"aux_loss": l~_i, "label_agreement": a_i}}`` from a sown ``"lns"`` collection."""
+    """``{layer: {"aux_loss": l~_i, "aux_floor": min l~_i, "label_agreement": a_i}}`` from a
+    sown ``"lns"`` collection."""
     stats: dict[str, dict[str, jax.Array]] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(lns_collection)[0]:
         keys = [getattr(k, "key", None) for k in path]
-        metric = next(k for k in reversed(keys) if k in ("aux_loss", "label_agreement"))
+        metric = next(k for k in reversed(keys) if k in LNS_METRICS)
         layer = _layer_name(path[: keys.index(metric)])
         stats.setdefault(layer, {})[metric] = jnp.asarray(leaf, jnp.float32)
     return stats

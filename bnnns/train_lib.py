@@ -41,7 +41,7 @@ from bnnns.checkpointing import StageCheckpointer
 from bnnns.config_checks import validate_config
 from bnnns.metric_writer import MetricWriter
 from bnnns.models import BinaryOptions, create_model
-from bnnns.optim import make_optimizer, make_schedule
+from bnnns.optim import make_optimizer, make_schedule, mapping_lr_scales, parse_lr_scale
 from bnnns.stage_init import fresh_state, transfer_pretrained, warm_start_mapping
 from bnnns.steps import TrainState, binary_weights, eval_step, train_step
 
@@ -65,6 +65,7 @@ def build_model(config: ConfigDict, num_classes: int, stage: str):
         aux_reduction=config.lns.reduction,
         labels=config.lns.labels,
         residual_mapping=config.lns.residual,
+        cls_grad_to_w=config.lns.get("cls_grad_to_w", "mapping"),
     )
     kwargs = {k: v for k, v in config.model.to_dict().items() if k not in ("name", "dtype")}
     dtype = jnp.dtype(config.model.get("dtype", "float32"))
@@ -147,16 +148,39 @@ def _evaluate(run: _Run, state: TrainState, eval_fn, split: str) -> dict[str, fl
     return {"accuracy": totals["correct"] / count, "loss": totals["loss"] / count}
 
 
+def latent_signs(params: Any, layers: dict) -> dict[str, np.ndarray]:
+    """``{layer: sign(W)}`` (int8, D10) of the latent kernels of the binary ``layers``."""
+    out = {}
+    for name in layers:
+        node = params
+        for part in name.split("/"):
+            node = node[part]
+        out[name] = np.where(np.asarray(node["kernel"]) >= 0, 1, -1).astype(np.int8)
+    return out
+
+
 def _flip_stats(previous: dict, current: dict) -> dict[str, Any]:
-    """Pooled and per-layer flip rate of the binary weights between two snapshots (D12)."""
-    per_layer, flipped, total = {}, 0, 0
-    for name, now in current.items():
-        before = previous[name]
-        changed = int(np.sum(now != before))
-        per_layer[name] = changed / now.size
-        flipped += changed
+    """Flip rates of the binary weights between two snapshots of :meth:`_Stage._weight_signs`
+    (D12): pooled and per layer; also ``latent_flip_rate`` (``sign(W)`` changed) and
+    ``flip_rate_with_latent`` (binary weight and ``sign(W)`` both changed). For sign models the
+    three are equal; for LNS, ``flip_rate - flip_rate_with_latent`` is the share of flips made by
+    the mapping alone, with ``sign(W)`` unchanged."""
+    per_layer, flipped, latent, both, total = {}, 0, 0, 0, 0
+    for name, now in current["binary"].items():
+        changed = now != previous["binary"][name]
+        latent_changed = current["latent"][name] != previous["latent"][name]
+        per_layer[name] = float(np.mean(changed))
+        flipped += int(np.sum(changed))
+        latent += int(np.sum(latent_changed))
+        both += int(np.sum(changed & latent_changed))
         total += now.size
-    return {"flip_rate": flipped / max(total, 1), "flip_rate_per_layer": per_layer}
+    total = max(total, 1)
+    return {
+        "flip_rate": flipped / total,
+        "flip_rate_per_layer": per_layer,
+        "latent_flip_rate": latent / total,
+        "flip_rate_with_latent": both / total,
+    }
 
 
 def _host_sums(sums: dict, carried: dict | None = None) -> dict:
@@ -185,7 +209,7 @@ class _Stage:
         self.model = build_model(config, run.info.num_classes, name)
         self.steps_per_epoch = run.steps_per_epoch()
         self.total_steps = int(math.ceil(self.opt.epochs * self.steps_per_epoch))
-        self.tx = make_optimizer(self.opt, self.steps_per_epoch)
+        self.tx = make_optimizer(self.opt, self.steps_per_epoch, self._lr_scales())
         self.schedule = make_schedule(self.opt, self.steps_per_epoch)
         self.alpha = float(config.lns.alpha) if name == "lns" else 0.0
         self.checkpointer = StageCheckpointer(os.path.join(run.workdir, "checkpoints", name))
@@ -205,6 +229,18 @@ class _Stage:
         self.eval_fn = jax.jit(split(functools.partial(eval_step, model=self.model)))
         self.weights_fn = jax.jit(split(functools.partial(binary_weights, model=self.model)))
 
+    def _lr_scales(self) -> dict | None:
+        """Per-parameter lr multipliers of the LNS stage (``lns.mapping_lr_scale``), or None."""
+        scale = parse_lr_scale(self.run.config.lns.get("mapping_lr_scale", "1"))
+        if self.name != "lns" or scale == 1.0:
+            return None
+        variables = jax.eval_shape(
+            functools.partial(self.model.init, train=False),
+            _stage_seed_key(self.run.config, self.name),
+            self.run.dummy_input(),
+        )
+        return mapping_lr_scales(variables["params"], scale)
+
     # -- starting points -------------------------------------------------------------------
     def initial_state(self, pretrained: TrainState | None) -> tuple[TrainState, dict]:
         run = self.run
@@ -221,6 +257,7 @@ class _Stage:
                 run.dummy_input(),
                 max_steps=run.config.lns.warmup_steps,
                 target=run.config.lns.warmup_target,
+                tolerance=run.config.lns.get("warmup_tolerance", 0.0),
                 learning_rate=run.config.lns.warmup_lr,
             )
             extra["warm_start"]["seconds"] = time.time() - t0
@@ -239,13 +276,16 @@ class _Stage:
             state, extra = self.initial_state(pretrained)
             meta = {"stage": self.name, "done": False, "seconds": 0.0, "history": [], **extra}
             if "warm_start" in extra and run.is_main:
+                ws = extra["warm_start"]
                 print(
-                    f"[{self.name}] warm start: {extra['warm_start']['steps']} steps, "
-                    f"min label agreement {extra['warm_start']['min_agreement']:.4f}"
+                    f"[{self.name}] warm start: {ws['steps']} steps "
+                    f"({'converged' if ws['converged'] else 'step cap'}), aux loss "
+                    f"{ws['aux_loss']:.5f} (excess {ws['excess_loss']:.2e}), min label "
+                    f"agreement {ws['min_agreement']:.4f}"
                 )
         start = int(state.step)
         carried_sums, carried_count = self._carried_sums(meta, start)
-        reference = jax.device_get(self.weights_fn(state, run.dummy_input()))
+        reference = self._weight_signs(state)
         bar = tqdm(
             total=self.total_steps,
             initial=start,
@@ -287,7 +327,7 @@ class _Stage:
             record = self._epoch_record(
                 state, _host_sums(sums, carried_sums), count + carried_count, epoch, step, reference
             )
-            reference = jax.device_get(self.weights_fn(state, run.dummy_input()))
+            reference = self._weight_signs(state)
             meta.pop("partial_epoch", None)
             carried_sums, carried_count = None, 0  # only the epoch resumed in carries sums
             meta["history"].append(record)
@@ -316,6 +356,11 @@ class _Stage:
             return None, 0
         return partial["sums"], int(partial["count"])
 
+    def _weight_signs(self, state: TrainState) -> dict[str, dict]:
+        """Host snapshot of every binary layer's binary weights and ``sign(W)`` (D12)."""
+        binary = jax.device_get(self.weights_fn(state, self.run.dummy_input()))
+        return {"binary": binary, "latent": latent_signs(jax.device_get(state.params), binary)}
+
     def _epoch_record(self, state, sums, count, epoch, step, reference) -> dict[str, Any]:
         run = self.run
         train = _mean_metrics(sums, count)
@@ -338,8 +383,7 @@ class _Stage:
         if "validation" in run.splits:
             val = _evaluate(run, state, self.eval_fn, "validation")
             record.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
-        current = jax.device_get(self.weights_fn(state, run.dummy_input()))
-        record.update(_flip_stats(reference, current))
+        record.update(_flip_stats(reference, self._weight_signs(state)))
         if run.is_main:
             extra = f" val {record['val_accuracy']:.4f}" if "val_accuracy" in record else ""
             tqdm.write(
@@ -386,8 +430,24 @@ def _stage_summary(name: str, state: TrainState, meta: dict) -> dict[str, Any]:
 
 
 def _load_pretrained(run: _Run, source_workdir: str) -> TrainState:
-    """The final pretrain state of another run (``config.init_from``)."""
-    stage = _Stage(dataclasses.replace(run, workdir=source_workdir), "pretrain")
+    """The final pretrain state of another run (``config.init_from``).
+
+    Its optimizer state is shaped by *that* run's pretrain optimizer, which may differ from this
+    config's (e.g. pretrained with SGD, this config's pretrain section says Adam): the stage is
+    built with the pretrain section of the source run's ``config.json`` when there is one.
+    """
+    config = run.config
+    stored = os.path.join(source_workdir, "config.json")
+    if os.path.exists(stored):
+        with open(stored) as f:
+            source_pretrain = json.load(f).get("pretrain")
+        if source_pretrain:
+            config = ConfigDict(config.to_dict())
+            config.pretrain.update(
+                {k: v for k, v in source_pretrain.items() if k in config.pretrain}
+            )
+    source = dataclasses.replace(run, workdir=source_workdir, config=config)
+    stage = _Stage(source, "pretrain")
     state, meta = stage.checkpointer.restore(stage.abstract_state)
     stage.checkpointer.close()
     if not meta.get("done"):

@@ -32,7 +32,7 @@ def get_config():
         alpha=1.0,
         rho_pos=0.005,
         rho_neg=0.005,
-        weight_ste="identity",
+        weight_ste="clipped",
     )  # D2
     c.checkpoint_every_steps = 2000
     return c

@@ -66,6 +66,43 @@ class BinaryLayerTest(chex.TestCase):
         )
         self.assertGreater(float(jnp.abs(grads["mapping"]["Conv_0"]["kernel"]).sum()), 0)
 
+    def test_straight_classification_gradient_to_w(self):
+        """D14 "straight": same forward; theta's gradient as through the mapping; W's gradient
+        of a classification-like loss is dl/dQ^ times the layer scale (Eq. 3), not J^T dl/dQ^."""
+        layer, variables, x = conv_setup(weight_binarizer="lns")
+        straight, _, _ = conv_setup(weight_binarizer="lns", cls_grad_to_w="straight")
+        target = jax.random.normal(jax.random.key(3), (2, 7, 7, 6))
+
+        def cls_loss(module, p):
+            return jnp.mean((module.apply({"params": p}, x) - target) ** 2)
+
+        p = variables["params"]
+        np.testing.assert_array_equal(
+            layer.apply({"params": p}, x), straight.apply({"params": p}, x)
+        )
+        g_map = jax.grad(lambda p: cls_loss(layer, p))(p)
+        g_str = jax.grad(lambda p: cls_loss(straight, p))(p)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+            g_map["mapping"],
+            g_str["mapping"],
+        )
+        # dl/dQ^ through sign's identity STE, then the (stop-gradient) D8 scale
+        w = p["kernel"]
+        q_hat = bnnns.MappingNet().apply({"params": p["mapping"]}, w)
+        scale = jnp.mean(jnp.abs(w))
+        xb = jnp.where(x >= 0, 1.0, -1.0)
+
+        def via_binary(qb):
+            y = jax.lax.conv_general_dilated(
+                xb, qb * scale, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+            return jnp.mean((y - target) ** 2)
+
+        expected = jax.grad(via_binary)(jnp.where(q_hat >= 0, 1.0, -1.0))
+        np.testing.assert_allclose(g_str["kernel"], expected, rtol=1e-4, atol=1e-7)
+        self.assertFalse(np.allclose(g_map["kernel"], expected, rtol=1e-2))
+
     def test_aux_loss_is_eq16_mean_by_default(self):
         layer, variables, x = conv_setup(weight_binarizer="lns", rho_pos=0.01, rho_neg=0.02)
         _, cols = layer.apply(variables, x, mutable=["lns"])

@@ -170,3 +170,36 @@ class MetricTest(chex.TestCase):
     def test_flip_rate_shape_mismatch(self):
         with pytest.raises(ValueError, match="shapes differ"):
             bnnns.flip_rate(jnp.ones(3), jnp.ones(4))
+
+
+class LossFloorTest(chex.TestCase):
+    """lns_target / lns_loss_floor (DERIVED (b), method.md §1.5): used by the D7 warm start."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_target_zeroes_eq18_and_floor_is_the_minimum(self):
+        @given(pred_and_labels(), rhos)
+        def check(data, rho):
+            q_hat, q_tilde = data
+            rp, rn = rho
+            if rp + rn >= 0.95:
+                return
+            target = self.variant(bnnns.losses.lns_target)(q_tilde, rp, rn)
+            grad = jax.grad(lambda a: bnnns.lns_loss(a, q_tilde, rp, rn, "sum"))(target)
+            np.testing.assert_allclose(grad, 0.0, atol=1e-4)  # Eq. 18 vanishes there
+            for reduction in ("sum", "mean"):
+                floor = self.variant(
+                    lambda b, r=reduction: bnnns.losses.lns_loss_floor(b, rp, rn, r)
+                )(q_tilde)
+                loss = bnnns.lns_loss(q_hat, q_tilde, rp, rn, reduction)
+                assert float(loss) >= float(floor) - 1e-4
+                # the excess is the squared distance to the target, reduced alike
+                excess = np.square(np.asarray(q_hat, np.float64) - np.asarray(target))
+                expected = excess.sum() if reduction == "sum" else excess.mean()
+                np.testing.assert_allclose(float(loss - floor), expected, rtol=1e-3, atol=1e-3)
+
+        check()
+
+    def test_symmetric_target_is_one_over_one_minus_two_rho(self):
+        for rho in (0.0, 0.005, 0.1, 0.2):
+            got = bnnns.losses.lns_target(jnp.array([1.0, -1.0]), rho, rho)
+            np.testing.assert_allclose(got, [1 / (1 - 2 * rho), -1 / (1 - 2 * rho)], rtol=1e-6)
