@@ -559,7 +559,7 @@ SWEEPS = {  # name: (parameter, grid, fixed overrides); Figs. 5 and 4 (method.md
     "rho_sweep": ("lns.rho_pos", RHO_GRID, {"lns.alpha": 1.0}),
     "alpha_sweep": ("lns.alpha", ALPHA_GRID, {"lns.rho_pos": 0.01, "lns.rho_neg": 0.01}),
 }
-DEFAULT_SEEDS = {"ablation": 5, "flips": 5, "flip_sources": 2, "rho_sweep": 3, "alpha_sweep": 3}
+DEFAULT_SEEDS = {"ablation": 5, "flips": 3, "flip_sources": 1, "rho_sweep": 3, "alpha_sweep": 3}
 
 
 def _sweep_extra(param: str, fixed: dict, value: float) -> dict:
