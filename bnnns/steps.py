@@ -20,6 +20,7 @@ __all__ = [
     "binary_weights",
     "lns_layer_stats",
     "MUTABLE_TRAIN",
+    "all_finite",
 ]
 
 # Collections a train step updates: BatchNorm statistics and the sown LNS losses.
@@ -59,6 +60,16 @@ def lns_layer_stats(lns_collection: Any) -> dict[str, dict[str, jax.Array]]:
     return stats
 
 
+def all_finite(*trees: Any) -> jax.Array:
+    """True iff every floating-point entry of ``trees`` is finite (a scalar, on device)."""
+    flags = [
+        jnp.all(jnp.isfinite(leaf))
+        for leaf in jax.tree.leaves(trees)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
@@ -70,7 +81,9 @@ def train_step(
     """One SGD step on ``L = l_cls + alpha * sum_i l~_i`` (Eq. 21; Algorithm 1 lines 9-13).
 
     ``alpha`` multiplies whatever auxiliary losses the model's LNS layers sow (none for sign
-    models). Returns the new state and this step's metrics (batch means; per-layer LNS stats).
+    models). Returns the new state and this step's metrics (batch means; per-layer LNS stats;
+    ``finite``: whether the loss and the whole new state are finite, checked here on device so
+    that the loop can refuse to save a non-finite state without a host sync per step).
     """
 
     def loss_fn(params):
@@ -101,6 +114,7 @@ def train_step(
     new_state = state.replace(
         step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
     )
+    metrics["finite"] = all_finite(metrics["loss"], params, model_state, opt_state)
     return new_state, metrics
 
 
