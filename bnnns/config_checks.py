@@ -151,8 +151,11 @@ def _check_dtype(field: str, value) -> None:
         _fail(field, value, "must be a floating-point dtype such as 'float32' or 'bfloat16'")
 
 
-def _check_generic(config: ConfigDict, defaults: ConfigDict, prefix: str = "") -> None:
-    """Unknown keys, kinds, finiteness and sign of every field below ``config`` (recursive)."""
+def _check_generic(
+    config: ConfigDict, defaults: ConfigDict, prefix: str = "", numbers: bool = False
+) -> None:
+    """Unknown keys and kinds (or, with ``numbers``, finiteness and sign) of every field below
+    ``config`` (recursive); the sign pass runs last, after the fields' own range checks."""
     for key in config.keys():
         field = f"{prefix}{key}"
         value = config[key]
@@ -167,8 +170,8 @@ def _check_generic(config: ConfigDict, defaults: ConfigDict, prefix: str = "") -
         default = defaults[key]
         _same_kind(field, value, default)
         if isinstance(default, _SECTION):
-            _check_generic(value, default, f"{field}.")
-        elif _is_number(value) and not (math.isfinite(value) and value >= 0):
+            _check_generic(value, default, f"{field}.", numbers)
+        elif numbers and _is_number(value) and not (math.isfinite(value) and value >= 0):
             _fail(field, value, "must be a finite number >= 0")
 
 
@@ -271,4 +274,5 @@ def validate_config(config: ConfigDict, process_count: int = 1) -> list[str]:
                 init_from,
                 "no pretrain checkpoint found there (expected <init_from>/checkpoints/pretrain)",
             )
+    _check_generic(config, base_config(), numbers=True)  # fields without a specific range
     return stages

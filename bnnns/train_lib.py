@@ -44,7 +44,7 @@ from bnnns import data as data_lib
 from bnnns import sharding
 from bnnns.checkpointing import StageCheckpointer
 from bnnns.config_checks import validate_config
-from bnnns.errors import ConfigError, DataError, NonFiniteError
+from bnnns.errors import ConfigError, DataError, NonFiniteError, WorkdirError
 from bnnns.metric_writer import MetricWriter
 from bnnns.models import BinaryOptions, create_model
 from bnnns.optim import make_optimizer, make_schedule
@@ -519,14 +519,31 @@ def train_and_evaluate(
         raise ConfigError(str(e)) from e
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    lock = WorkdirLock(workdir)
-    if jax.process_index() == 0:
-        lock.acquire()  # a second run on this workdir stops here
+    lock = _lock_workdir(workdir)  # a second run on this workdir stops here
     try:
         check_rerun_config(config, workdir, stages)  # before anything is written
         return _train(config, workdir, stages, splits, info, mesh, callbacks)
     finally:
         lock.release()
+
+
+def _lock_workdir(workdir: str) -> WorkdirLock:
+    """Process 0 locks ``workdir``; every process raises if that failed."""
+    lock, error = WorkdirLock(workdir), None
+    if jax.process_index() == 0:
+        try:
+            lock.acquire()
+        except WorkdirError as e:
+            error = e
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        failed = int(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+        if failed and error is None:
+            error = WorkdirError(f"workdir {workdir} is in use by another run (see process 0)")
+    if error is not None:
+        raise error
+    return lock
 
 
 def _check_batch_fits(config: ConfigDict, num_train: int) -> None:

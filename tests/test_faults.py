@@ -263,9 +263,10 @@ def test_rerun_may_change_logging(straight, tmp_path):
         config(log_every_steps=8, eval_batch_size=500, data_threads=0), str(workdir)
     )
     assert json.loads((workdir / "config.json").read_text())["log_every_steps"] == 8
-    assert summary["test_accuracy"] == json.loads((straight / "summary.json").read_text())[
-        "test_accuracy"
-    ]
+    assert (
+        summary["test_accuracy"]
+        == json.loads((straight / "summary.json").read_text())["test_accuracy"]
+    )
 
 
 HOLD_LOCK = textwrap.dedent(
@@ -280,24 +281,22 @@ HOLD_LOCK = textwrap.dedent(
 
 
 def test_second_run_on_a_workdir_is_refused(tmp_path):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    holder = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
-        env=env,
+        env=dict(os.environ, PYTHONPATH=ROOT),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(WorkdirError) as info:
-            train_and_evaluate(tiny_config(), str(tmp_path))
-        message = str(info.value)
-        assert f"workdir {tmp_path} is in use" in message and f"pid {holder.pid}" in message
-        assert not (tmp_path / "config.json").exists()
-    finally:
-        holder.kill()
-        holder.wait()
+    ) as holder:
+        try:
+            assert holder.stdout.readline().strip() == "locked"
+            with pytest.raises(WorkdirError) as info:
+                train_and_evaluate(tiny_config(), str(tmp_path))
+            message = str(info.value)
+            assert f"workdir {tmp_path} is in use" in message and f"pid {holder.pid}" in message
+            assert not (tmp_path / "config.json").exists()
+        finally:
+            holder.kill()  # a kill -9: the lock file stays behind, stale
     lock = WorkdirLock(str(tmp_path))  # the dead holder's lock file is stale: taken over
     lock.acquire()
     with pytest.raises(WorkdirError):
