@@ -2,6 +2,10 @@
 
 Without flags it runs the default pipeline (``configs/mnist_lns.py``) in a fresh folder under
 ``runs/``. The loop itself is :func:`bnnns.train_lib.train_and_evaluate`.
+
+User errors (:class:`bnnns.errors.UserError`: a bad config or data set, no intact checkpoint,
+a workdir in use or trained with another config, a diverged run) print one line, without a
+traceback, and exit with status 2; any other exception is a bug and keeps its traceback.
 """
 
 import datetime
@@ -48,12 +52,17 @@ def main(argv):
         except ValueError as e:
             if "coordinator_address" not in str(e):
                 raise
+    from bnnns.errors import UserError
     from bnnns.train_lib import train_and_evaluate
 
     workdir = FLAGS.workdir or os.path.join(
         "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     )
-    train_and_evaluate(FLAGS.config, workdir)
+    try:
+        train_and_evaluate(FLAGS.config, workdir)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

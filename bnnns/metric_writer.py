@@ -16,7 +16,19 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        text = f.read()
+    lines = text.split("\n")
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # a last line cut short by a killed run: not a record
+                break
+            raise
+    return records
 
 
 def _scalars(record: dict, prefix: str = "") -> dict[str, float]:
@@ -45,14 +57,22 @@ class MetricWriter:
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def truncate_after(self, stage: str, step: int) -> None:
-        """Drop records of ``stage`` logged after ``step`` (work redone after a resume)."""
+        """Drop records of ``stage`` logged after ``step`` (work redone after a resume), and
+        a last line cut short by a killed run."""
         if not self.enabled:
             return
         records = read_metrics(self.workdir)
         keep = [r for r in records if not (r.get("stage") == stage and r.get("step", 0) > step)]
-        if len(keep) != len(records):
-            with open(self.path, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in keep)
+        text = "".join(json.dumps(r) + "\n" for r in keep)
+        if not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            if f.read() == text:
+                return
+        tmp = self.path + ".tmp"  # rewritten whole, then renamed: never half a file
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.path)
 
     def write(self, record: dict[str, Any], tb_step: int) -> None:
         if not self.enabled:

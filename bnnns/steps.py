@@ -20,6 +20,7 @@ __all__ = [
     "binary_weights",
     "lns_layer_stats",
     "MUTABLE_TRAIN",
+    "all_finite",
 ]
 
 LNS_METRICS = ("aux_loss", "aux_floor", "label_agreement")  # sown per LNS layer
@@ -62,6 +63,16 @@ def lns_layer_stats(lns_collection: Any) -> dict[str, dict[str, jax.Array]]:
     return stats
 
 
+def all_finite(*trees: Any) -> jax.Array:
+    """True iff every floating-point entry of ``trees`` is finite (a scalar, on device)."""
+    flags = [
+        jnp.all(jnp.isfinite(leaf))
+        for leaf in jax.tree.leaves(trees)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
@@ -73,7 +84,9 @@ def train_step(
     """One SGD step on ``L = l_cls + alpha * sum_i l~_i`` (Eq. 21; Algorithm 1 lines 9-13).
 
     ``alpha`` multiplies whatever auxiliary losses the model's LNS layers sow (none for sign
-    models). Returns the new state and this step's metrics (batch means; per-layer LNS stats).
+    models). Returns the new state and this step's metrics (batch means; per-layer LNS stats;
+    ``finite``: whether the loss and the whole new state are finite, checked here on device so
+    that the loop can refuse to save a non-finite state without a host sync per step).
     """
 
     def loss_fn(params):
@@ -104,6 +117,7 @@ def train_step(
     new_state = state.replace(
         step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
     )
+    metrics["finite"] = all_finite(metrics["loss"], params, model_state, opt_state)
     return new_state, metrics
 
 

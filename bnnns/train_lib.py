@@ -6,12 +6,16 @@ theta and the rest on Eq. 21). ``finetune`` and ``lns`` start from the pretrain 
 run or, without one, from ``config.init_from`` (the workdir of a run that pretrained).
 
 Resume policy, in order, for every stage of ``config.stages``:
-  1. its newest checkpoint says the stage is done: load it and move on;
-  2. it has a checkpoint: restore it and continue from that step (data order and
+  1. its newest intact checkpoint says the stage is done: load it and move on;
+  2. it has an intact checkpoint: restore it and continue from that step (data order and
      augmentation are functions of ``(seed, epoch, step)``, so the run ends where an
      uninterrupted one ends; a mid-epoch checkpoint also carries the train-metric sums of
-     its epoch so far, so that epoch's logged means cover all its steps);
+     its epoch so far and the binary weights at the epoch's start, so that epoch's record is
+     the one an uninterrupted run writes);
   3. otherwise start it fresh.
+A checkpoint that fails to read or verify is reported and skipped (:mod:`bnnns.checkpointing`).
+Every step checks on device that its loss and state are finite; the host looks at that flag
+before each save and log, so a non-finite state is never saved (docs/reliability.md).
 
 Parallelism: one ``("data",)`` mesh over every device of every process; the global batch is
 sharded over it, the state replicated; jit inserts the collectives (see :mod:`bnnns.sharding`).
@@ -19,12 +23,14 @@ sharded over it, the state replicated; jit inserts the collectives (see :mod:`bn
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 import json
 import math
 import os
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,11 +45,13 @@ from bnnns import data as data_lib
 from bnnns import sharding
 from bnnns.checkpointing import StageCheckpointer
 from bnnns.config_checks import validate_config
+from bnnns.errors import ConfigError, DataError, NonFiniteError, WorkdirError
 from bnnns.metric_writer import MetricWriter
 from bnnns.models import BinaryOptions, create_model
 from bnnns.optim import make_optimizer, make_schedule, mapping_lr_scales, parse_lr_scale
 from bnnns.stage_init import fresh_state, transfer_pretrained, warm_start_mapping
 from bnnns.steps import TrainState, binary_weights, eval_step, train_step
+from bnnns.workdir import WorkdirLock, check_rerun_config, write_json_atomic
 
 __all__ = ["train_and_evaluate", "restore_stage", "build_model", "load_data", "Callback"]
 
@@ -86,7 +94,7 @@ def load_data(config: ConfigDict) -> tuple[dict[str, data_lib.Split], data_lib.D
             image_size=config.image_size or None,
         )
     except (ValueError, FileNotFoundError, OSError) as e:
-        raise type(e)(f"config.dataset={config.dataset!r}: {e}") from e
+        raise DataError(f"config.dataset={config.dataset!r}: {e}") from e
 
 
 @dataclasses.dataclass
@@ -183,10 +191,40 @@ def _flip_stats(previous: dict, current: dict) -> dict[str, Any]:
     }
 
 
-def _host_sums(sums: dict, carried: dict | None = None) -> dict:
-    """Per-step metric sums on the host as floats, plus those ``carried`` over a resume."""
+def _host_sums(sums: dict | None, carried: dict | None = None) -> dict | None:
+    """Per-step metric sums on the host as floats, plus those ``carried`` from the epoch's
+    steps before the last mid-epoch checkpoint (of this run or of the one resumed)."""
+    if sums is None:
+        return carried
     host = jax.tree.map(float, jax.device_get(sums))
     return host if carried is None else jax.tree.map(lambda a, b: a + b, host, carried)
+
+
+@jax.jit
+def _first_non_finite(first: jax.Array, finite: jax.Array, step: jax.Array) -> jax.Array:
+    """The first step whose ``finite`` flag was false (-1: none yet); stays on device."""
+    return jnp.where((first < 0) & ~finite, step, first)
+
+
+def _pack_weights(weights: dict) -> dict:
+    """Binary weights (int8 arrays) as JSON: zlib-compressed, base64 bytes per layer."""
+    return {
+        name: {
+            "shape": list(w.shape),
+            "dtype": str(w.dtype),
+            "data": base64.b64encode(zlib.compress(np.ascontiguousarray(w).tobytes())).decode(),
+        }
+        for name, w in weights.items()
+    }
+
+
+def _unpack_weights(packed: dict) -> dict:
+    return {
+        name: np.frombuffer(zlib.decompress(base64.b64decode(p["data"])), p["dtype"]).reshape(
+            p["shape"]
+        )
+        for name, p in packed.items()
+    }
 
 
 def _mean_metrics(sums: dict, count: int) -> dict[str, Any]:
@@ -266,13 +304,14 @@ class _Stage:
     # -- the loop ----------------------------------------------------------------------------
     def run_stage(self, pretrained: TrainState | None) -> tuple[TrainState, dict]:
         run, config = self.run, self.run.config
-        meta = self.checkpointer.restore_meta()
-        if meta is not None:
-            state, meta = self.checkpointer.restore(self.abstract_state)
+        restored = self.checkpointer.restore_latest(self.abstract_state)
+        if restored is not None:
+            state, meta = restored
             if int(state.step) >= self.total_steps:
                 return state, meta
             run.writer.truncate_after(self.name, int(state.step))
         else:
+            run.writer.truncate_after(self.name, 0)  # records of a run killed before a save
             state, extra = self.initial_state(pretrained)
             meta = {"stage": self.name, "done": False, "seconds": 0.0, "history": [], **extra}
             if "warm_start" in extra and run.is_main:
@@ -285,7 +324,8 @@ class _Stage:
                 )
         start = int(state.step)
         carried_sums, carried_count = self._carried_sums(meta, start)
-        reference = self._weight_signs(state)
+        reference = self._epoch_reference(state, meta, start)
+        first_bad = jnp.asarray(-1, jnp.int32)  # first non-finite step on device (-1: none)
         bar = tqdm(
             total=self.total_steps,
             initial=start,
@@ -302,28 +342,38 @@ class _Stage:
             sums, count = None, 0
             for batch in run.batches("train", train=True, epoch=epoch, start_step=offset):
                 state, metrics = self.train_fn(state, batch)
+                first_bad = _first_non_finite(first_bad, metrics.pop("finite"), state.step)
                 sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
                 count += 1
                 step += 1
                 bar.update(1)
                 if step % config.log_every_steps == 0 or step == self.total_steps:
-                    self._check_and_show(metrics, step, bar)
+                    self._check_finite(first_bad)
+                    self._show(metrics, bar)
                 if step >= self.total_steps:
                     break
                 every = config.checkpoint_every_steps
                 if every and step % every == 0 and step % self.steps_per_epoch:
+                    self._check_finite(first_bad)  # never save a non-finite state
+                    # The sums so far go to the host here in every run, resumed or not, so
+                    # both add the same float32 partial sums: identical epoch means.
+                    carried_sums = _host_sums(sums, carried_sums)
+                    carried_count += count
+                    sums, count = None, 0
                     meta["seconds"] = time.time() - t_stage
-                    meta["partial_epoch"] = {  # so a resumed epoch still averages all its steps
+                    meta["partial_epoch"] = {  # so a resumed epoch's record is the same
                         "step": step,
-                        "count": count + carried_count,
-                        "sums": _host_sums(sums, carried_sums),
+                        "count": carried_count,
+                        "sums": carried_sums,
+                        "flip_reference": {k: _pack_weights(v) for k, v in reference.items()},
                     }
                     self.checkpointer.save(step, state, meta)  # mid-epoch: nothing lost on a crash
-            if count == 0:
-                raise ValueError(
+            if count + carried_count == 0:
+                raise ConfigError(
                     f"[{self.name}] the train split yields no batch of "
                     f"{config.batch_size}: lower config.batch_size"
                 )
+            self._check_finite(first_bad)  # before this epoch's record or checkpoint
             record = self._epoch_record(
                 state, _host_sums(sums, carried_sums), count + carried_count, epoch, step, reference
             )
@@ -340,6 +390,22 @@ class _Stage:
         bar.close()
         self.checkpointer.wait()
         return state, meta
+
+    def _epoch_reference(self, state: TrainState, meta: dict, start: int) -> dict:
+        """The binary weights and ``sign(W)`` at the start of the current epoch (the flip
+        rates' reference, :meth:`_weight_signs`): those of ``state`` at an epoch boundary, else
+        those stored by the mid-epoch save."""
+        partial = meta.get("partial_epoch") if start % self.steps_per_epoch else None
+        if partial is not None and partial["step"] == start and "flip_reference" in partial:
+            return {k: _unpack_weights(v) for k, v in partial["flip_reference"].items()}
+        if start % self.steps_per_epoch:
+            absl_logging.warning(
+                "[%s] resumed at step %d without the binary weights of its epoch's start: "
+                "that epoch's flip rate counts only the flips after the resume",
+                self.name,
+                start,
+            )
+        return self._weight_signs(state)
 
     def _carried_sums(self, meta: dict, start: int) -> tuple[dict | None, int]:
         """The train-metric sums and count of the current epoch's steps done before a resume."""
@@ -393,10 +459,24 @@ class _Stage:
             )
         return record
 
-    def _check_and_show(self, metrics: dict, step: int, bar: tqdm) -> None:
+    def _check_finite(self, first_bad: jax.Array) -> None:
+        """Stop the run (nothing of the bad step on is saved) if a step was non-finite."""
+        first = int(first_bad)
+        if first < 0:
+            return
+        self.checkpointer.wait()  # the last save, of a checked state, completes
+        saved = self.checkpointer.latest_step()
+        kept = f"step {saved}" if saved is not None else "none yet"
+        raise NonFiniteError(
+            f"[{self.name}] step {first} gave a non-finite loss or state "
+            f"(learning rate {float(self.schedule(first - 1)):.3g}, "
+            f"config.{self.name}.learning_rate={self.opt.learning_rate}); the run stops before "
+            f"saving anything from that step on (newest checkpoint: {kept}). A rerun repeats "
+            "the same steps: lower the learning rate (or change the config and use a new workdir)"
+        )
+
+    def _show(self, metrics: dict, bar: tqdm) -> None:
         loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"[{self.name}] non-finite loss {loss} at step {step}")
         bar.set_postfix(loss=f"{loss:.4f}", acc=f"{float(metrics['accuracy']):.3f}")
 
 
@@ -493,10 +573,52 @@ def train_and_evaluate(
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     stages = validate_config(config, jax.process_count())
     splits, info = load_data(config)
+    _check_batch_fits(config, len(splits["train"]))
+    mesh = sharding.make_mesh(config.get("mesh_shape"))
+    try:
+        sharding.check_batch_size(mesh, config.batch_size, "batch_size")
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    mesh = sharding.make_mesh(config.get("mesh_shape"))
-    sharding.check_batch_size(mesh, config.batch_size, "batch_size")
+    lock = _lock_workdir(workdir)  # a second run on this workdir stops here
+    try:
+        check_rerun_config(config, workdir, stages)  # before anything is written
+        return _train(config, workdir, stages, splits, info, mesh, callbacks)
+    finally:
+        lock.release()
+
+
+def _lock_workdir(workdir: str) -> WorkdirLock:
+    """Process 0 locks ``workdir``; every process raises if that failed."""
+    lock, error = WorkdirLock(workdir), None
+    if jax.process_index() == 0:
+        try:
+            lock.acquire()
+        except WorkdirError as e:
+            error = e
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        failed = int(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+        if failed and error is None:
+            error = WorkdirError(f"workdir {workdir} is in use by another run (see process 0)")
+    if error is not None:
+        raise error
+    return lock
+
+
+def _check_batch_fits(config: ConfigDict, num_train: int) -> None:
+    if config.batch_size > num_train:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is larger than the {num_train} training "
+            f"images (config.dataset={config.dataset!r}, config.train_subset="
+            f"{config.train_subset}, config.validation_fraction={config.validation_fraction}): "
+            "it must be at most the train split's size"
+        )
+
+
+def _train(config, workdir, stages, splits, info, mesh, callbacks) -> dict[str, Any]:
     run = _Run(
         config,
         workdir,
@@ -507,8 +629,7 @@ def train_and_evaluate(
         callbacks,
     )
     if run.is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(config.to_dict(), f, indent=2, default=str)
+        write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
         print(
             f"bnnns: {config.dataset} ({info.num_train} train / {info.num_test} test), "
             f"model {config.model.name}, stages {stages}, {jax.device_count()} device(s), "
@@ -534,8 +655,7 @@ def train_and_evaluate(
         "config": config.to_dict(),
     }
     if run.is_main:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2, default=str)
+        write_json_atomic(os.path.join(workdir, "summary.json"), summary)
         for s in summaries:
             print(
                 f"[{s['stage']}] final test accuracy {s['test_accuracy']:.4f} "

@@ -156,16 +156,33 @@ BAD = [
     ({"lns.labels": "clean"}, "config.lns.labels='clean'", "current"),
     ({"binary.weight_scale": "filter"}, "config.binary.weight_scale='filter'", "channel"),
     ({"batch_size": 0}, "config.batch_size=0", ">= 1"),
+    ({"log_every_steps": 0}, "config.log_every_steps=0", "integer >= 1"),
+    ({"lns.warmup_lr": -1.0}, "config.lns.warmup_lr=-1.0", "> 0"),
+    ({"pretrain.warmup_epochs": 3.0}, "config.pretrain.warmup_epochs=3.0", "<= 2.0"),
+    ({"lns.decay_factor": -0.1}, "config.lns.decay_factor=-0.1", "> 0"),
+    ({"model.width": 0}, "config.model.width=0", "integer >= 1"),
+    ({"model.dtype": "float33"}, "config.model.dtype='float33'", "floating-point dtype"),
+    ({"model.widht": 8}, "config.model.widht is not a config field", "did you mean 'width'?"),
+    ({"lns.alhpa": 0.5}, "config.lns.alhpa is not a config field", "did you mean 'alpha'?"),
+    ({"seed": -1}, "config.seed=-1", ">= 0"),
+    ({"batch_size": 1024}, "config.batch_size=1024", "larger than the 512 training images"),
 ]
 
 
 @pytest.mark.parametrize("overrides,field,allowed", BAD)
 def test_bad_config_stops_before_training(tmp_path, overrides, field, allowed):
-    config = tiny_config(**overrides)
+    config = tiny_config()
+    for key, value in overrides.items():  # unlocked: misspelt keys are set as a config file would
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        with node.unlocked():
+            node[leaf] = value
     with pytest.raises(ConfigError) as info:
         train_and_evaluate(config, str(tmp_path))
     assert field in str(info.value) and allowed in str(info.value)
-    assert not (tmp_path / "checkpoints").exists()
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "config.json").exists()
 
 
 def test_missing_and_malformed_data_files(tmp_path):

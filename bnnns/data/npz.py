@@ -2,19 +2,29 @@
 
 Images are ``N x H x W`` or ``N x H x W x C``, uint8 or floating point; labels are 1-D
 non-negative integers. 2-D images get a channel axis. Every malformed input raises a
-``ValueError`` (or ``FileNotFoundError``) naming the path, the offending key and what is allowed.
+``ValueError`` (or ``FileNotFoundError``) naming the path, the offending key and what is allowed;
+non-finite pixels raise :class:`~bnnns.errors.DataError` (a ``ValueError``) with their count,
+and labels that imply far more classes than occur (a stray 999) warn with a
+:class:`SparseLabelsWarning`.
 """
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from bnnns.errors import DataError
+
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 _ALLOWED_IMAGES = "uint8 or floating-point arrays of shape (N, H, W) or (N, H, W, C)"
 _ALLOWED_LABELS = "1-D integer arrays of non-negative class ids, one per image"
+
+
+class SparseLabelsWarning(UserWarning):
+    """Labels imply many more classes than occur: the model gets a head that large."""
 
 
 def _check_images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
@@ -27,6 +37,14 @@ def _check_images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
         raise ValueError(f"{path}: '{key}' has dtype {x.dtype}; allowed: {_ALLOWED_IMAGES}.")
     if x.shape[0] == 0 or 0 in x.shape[1:]:
         raise ValueError(f"{path}: '{key}' is empty (shape {x.shape}); allowed: {_ALLOWED_IMAGES}.")
+    if x.dtype != np.uint8:
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            rows = np.unique(np.nonzero(~np.isfinite(x.reshape(len(x), -1)))[0])
+            raise DataError(
+                f"{path}: '{key}' has {bad} non-finite pixel value(s) (NaN or inf) in "
+                f"{len(rows)} image(s), first row {int(rows[0])}; every pixel must be finite."
+            )
     return x[..., None] if x.ndim == 3 else x
 
 
@@ -94,6 +112,7 @@ def load_npz(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         images = _check_images(path, f"x_{split}", arrays[f"x_{split}"])
         labels = _check_labels(path, f"y_{split}", arrays[f"y_{split}"], len(images))
         out[split] = (images, labels)
+    _warn_sparse_labels(path, out["train"][1], out["test"][1])
     if out["train"][0].shape[1:] != out["test"][0].shape[1:]:
         raise ValueError(
             f"{path}: 'x_train' rows have shape {out['train'][0].shape[1:]} but 'x_test' rows "
@@ -105,6 +124,25 @@ def load_npz(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             f"{out['test'][0].dtype}; they must have the same dtype."
         )
     return out
+
+
+def _warn_sparse_labels(path: Path, y_train: np.ndarray, y_test: np.ndarray) -> None:
+    """Warn when the largest label implies more than twice the classes that occur."""
+    distinct = len(np.union1d(np.unique(y_train), np.unique(y_test)))
+    implied = int(max(y_train.max(), y_test.max())) + 1
+    if implied <= 2 * distinct:
+        return
+    for key, y in (("y_train", y_train), ("y_test", y_test)):
+        stray = int(np.count_nonzero(y >= distinct))
+        if stray:
+            warnings.warn(
+                f"{path}: '{key}' has {stray} label(s) >= {distinct} (largest {int(y.max())}): "
+                f"the labels imply {implied} classes but only {distinct} distinct values occur, "
+                f"so the model gets a {implied}-way head; relabel to 0..{distinct - 1} if "
+                "these are stray values.",
+                SparseLabelsWarning,
+                stacklevel=3,
+            )
 
 
 def channel_stats(
