@@ -25,8 +25,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Artifact", "ArtifactError", "FORMAT_VERSION", "MAGIC", "to_bytes", "from_bytes",
-           "write", "read"]
+__all__ = [
+    "Artifact",
+    "ArtifactError",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "to_bytes",
+    "from_bytes",
+    "write",
+    "read",
+]
 
 MAGIC = b"BNNNSART"
 FORMAT_VERSION = 1
@@ -62,8 +70,13 @@ def to_bytes(artifact: Artifact) -> bytes:
             raise ArtifactError(f"array {name!r}: dtype {a.dtype} not one of {DTYPES}")
         a = a.astype(a.dtype.newbyteorder("<"))
         table.append(
-            {"name": name, "dtype": a.dtype.name, "shape": list(a.shape), "offset": offset,
-             "nbytes": int(a.nbytes)}
+            {
+                "name": name,
+                "dtype": a.dtype.name,
+                "shape": list(a.shape),
+                "offset": offset,
+                "nbytes": int(a.nbytes),
+            }
         )
         chunks.append(a.tobytes())
         offset += a.nbytes
@@ -107,8 +120,12 @@ def from_bytes(data: bytes, source: str = "artifact") -> Artifact:
     arrays = {}
     for entry in table:
         start = head_end + entry["offset"]
-        a = np.frombuffer(data, np.dtype(entry["dtype"]).newbyteorder("<"), offset=start,
-                          count=int(np.prod(entry["shape"], dtype=np.int64)))
+        a = np.frombuffer(
+            data,
+            np.dtype(entry["dtype"]).newbyteorder("<"),
+            offset=start,
+            count=int(np.prod(entry["shape"], dtype=np.int64)),
+        )
         arrays[entry["name"]] = a.reshape(entry["shape"]).astype(entry["dtype"])
     header = {k: v for k, v in header.items() if k not in ("arrays", "body_bytes")}
     return Artifact(header, arrays)

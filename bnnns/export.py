@@ -54,9 +54,8 @@ def deployable_variables(
     bits = {}
     for keys, leaf in jax.tree_util.tree_flatten_with_path(cols["binary_weights"])[0]:
         bits[_path(keys[:-2])] = np.asarray(leaf, np.int8)  # drop ("kernel", tuple index)
-    params = {
-        SEP.join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables["params"]).items()
-    }
+    flat_params = traverse_util.flatten_dict(variables["params"])
+    params = {SEP.join(k): np.asarray(v) for k, v in flat_params.items()}
     out: dict[str, dict[str, np.ndarray]] = {"params": {}, "binary": {}}
     for layer, q in bits.items():
         kernel = params[f"{layer}{SEP}kernel"]

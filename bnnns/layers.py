@@ -152,7 +152,11 @@ class _BinaryWeights(nn.Module):
         return binary * scale.astype(binary.dtype)
 
     def deployed(
-        self, x: jax.Array, shape: tuple[int, ...], int_op: Callable, float_op: Callable,
+        self,
+        x: jax.Array,
+        shape: tuple[int, ...],
+        int_op: Callable,
+        float_op: Callable,
         accumulate: bool,
     ) -> Any:
         """Deployed forward: ``s * (sign(X) ⊛ Q)`` with ``Q`` and ``s`` read from ``"binary"``.
@@ -163,7 +167,8 @@ class _BinaryWeights(nn.Module):
         """
         self._check()
         bits = self.variable("binary", "bits", jnp.ones, shape, jnp.int8).value
-        scale_shape = (1,) * (len(shape) - 1) + (shape[-1],) if self.weight_scale == "channel" else ()
+        channel = self.weight_scale == "channel"
+        scale_shape = (1,) * (len(shape) - 1) + (shape[-1],) if channel else ()
         scale = self.variable("binary", "scale", jnp.ones, scale_shape, jnp.float32).value
         self.sow("binary_weights", "kernel", bits)
         dtype = self.dtype or x.dtype

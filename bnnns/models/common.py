@@ -20,8 +20,9 @@ class BinaryOptions:
     """How every binary layer of a model binarizes (method.md Part A).
 
     Attributes mirror :class:`bnnns.BinaryConv`: ``weight_binarizer`` (``"sign"``/``"lns"``,
-    D2; ``"deployed"`` for inference from an artifact, §1.7), ``weight_scale`` (D8), ``weight_ste`` (D2), ``weight_clip``, ``activation`` and
-    ``act_clip`` (D9), ``rho_pos``/``rho_neg`` (D4), ``aux_reduction`` (D3), ``labels`` (D1),
+    D2; ``"deployed"`` for inference from an artifact, §1.7), ``weight_scale`` (D8),
+    ``weight_ste`` (D2), ``weight_clip``, ``activation`` and ``act_clip`` (D9),
+    ``rho_pos``/``rho_neg`` (D4), ``aux_reduction`` (D3), ``labels`` (D1),
     ``residual_mapping`` (D6).
     """
 
