@@ -48,7 +48,11 @@ def main(argv):
         except ValueError as e:
             if "coordinator_address" not in str(e):
                 raise
+    from bnnns.summary import format_summary, summarize_config
     from bnnns.train_lib import train_and_evaluate
+
+    if jax.process_index() == 0:
+        print(format_summary(summarize_config(FLAGS.config)))
 
     workdir = FLAGS.workdir or os.path.join(
         "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
