@@ -65,7 +65,7 @@ def to_bytes(artifact: Artifact) -> bytes:
     """Serialize (the header's ``arrays`` table is filled in here)."""
     table, chunks, offset = [], [], 0
     for name in sorted(artifact.arrays):
-        a = np.ascontiguousarray(artifact.arrays[name])
+        a = np.asarray(artifact.arrays[name])
         if a.dtype.name not in DTYPES:
             raise ArtifactError(f"array {name!r}: dtype {a.dtype} not one of {DTYPES}")
         a = a.astype(a.dtype.newbyteorder("<"))

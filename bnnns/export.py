@@ -50,7 +50,8 @@ def deployable_variables(
     with (sown by every binary layer, :mod:`bnnns.layers`), never the latent kernels nor any
     parameter under a ``mapping`` scope.
     """
-    _, cols = model.apply(variables, dummy_input, train=False, mutable=["binary_weights"])
+    sown = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["binary_weights"])[1])
+    cols = sown(variables, dummy_input)
     bits = {}
     for keys, leaf in jax.tree_util.tree_flatten_with_path(cols["binary_weights"])[0]:
         bits[_path(keys[:-2])] = np.asarray(leaf, np.int8)  # drop ("kernel", tuple index)

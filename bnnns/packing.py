@@ -53,7 +53,7 @@ def pack_signs(q: np.ndarray, axis: int = 0, word_bits: int = 8) -> np.ndarray:
     _check_word_bits(word_bits)
     q = np.asarray(q)
     if q.size and not np.all((q == 1) | (q == -1)):
-        bad = q[(q != 1) & (q != -1)].ravel()[0]
+        bad = q[(q != 1) & (q != -1)].ravel()[0].item()
         raise ValueError(f"pack_signs: every value must be +1 or -1, found {bad!r}")
     bits = np.moveaxis(q > 0, axis, -1)
     packed = np.packbits(bits, axis=-1, bitorder="little")  # uint8, 8 bits per byte

@@ -98,7 +98,7 @@ def norm_to_sign(
     BatchNorm. The BN is created in the caller's scope, so its name is unchanged.
     """
     norm = batch_norm(train, dtype)
-    if not binary.deployed:
+    if not binary.deployed or binary.activation == "none":  # real inputs: nothing to fold
         return norm(layer(x))
     acc, scale = layer(x, accumulate=True)
     return norm.sign_of_accumulator(acc, scale).astype(dtype or jnp.float32)
