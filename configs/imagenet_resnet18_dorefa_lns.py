@@ -1,7 +1,7 @@
 """ImageNet ResNet-18 DoReFa: LNS fine-tuning (method.md §5.2 Table 4: 52.5 -> 53.1% top-1).
 
-    python train.py --config configs/imagenet_resnet18_dorefa_lns.py --workdir runs/in_r18_lns \
-        --config.init_from=runs/in_r18_pretrain
+    python train.py --config configs/imagenet_resnet18_dorefa_lns.py \
+        --workdir runs/in_resnet18_lns --config.init_from=runs/in_resnet18_pretrain
 
 Recipe (§4, Q11): warm start (D7), then 45 epochs, lr 0.01 x0.1 every 15 epochs, SGD momentum
 0.9, weight decay 0, batch 256; alpha = 1, rho = 0.005 (CIFAR values, Q11). Table 4's text
@@ -16,7 +16,7 @@ def get_config():
     c = base_config()
     c.dataset = "tfds:imagenet2012"
     c.stages = "lns"
-    c.init_from = "runs/in_r18_pretrain"
+    c.init_from = "runs/in_resnet18_pretrain"
     c.image_size = 224
     c.model.update(name="resnet18_dorefa")
     c.binary.update(weight_scale="layer", weight_ste="identity", activation="ste_sign")
