@@ -47,7 +47,7 @@ class ArtifactError(ValueError):
     """A ``.bnn`` file that cannot be read: truncated, corrupted, or of another version."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Artifact:
     """A deployed model in memory: its ``header`` (JSON-able dict) and ``arrays`` by name."""
 

@@ -208,6 +208,9 @@ class BinaryConv(_BinaryWeights):
       residual_mapping: zero-initialised residual mapping (D6 option).
       dtype: compute dtype (``None``: the input's).
 
+    ``__call__(x, accumulate=False)``; deployed, ``accumulate=True`` returns the ``int32``
+    accumulator and the scale instead of their product (BN folding, :mod:`bnnns.binary_ops`).
+
     Example:
         >>> import jax, jax.numpy as jnp, bnnns
         >>> layer = bnnns.BinaryConv(8, weight_binarizer="lns")
