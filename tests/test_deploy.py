@@ -68,7 +68,6 @@ RANDOM_MODELS = [  # name, kwargs, input shape, weight scale, activation, binari
     ("alexnet_dorefa", {"width": 4}, (64, 64, 3), "layer", "ste_sign", "sign"),
     ("mlp", {"hidden": 12, "depth": 3}, (6, 6, 1), "none", "ste_sign", "sign"),
     ("cnn", {"width": 4}, (8, 8, 1), "layer", "none", "sign"),
-    ("cnn", {"width": 4}, (8, 8, 1), "layer", "ste_sign", "lns"),
 ]
 
 
@@ -87,11 +86,17 @@ def test_artifact_equals_eval_mode_on_random_inputs(
     assert not any("mapping" in k for k in art.arrays)
 
 
-def test_lns_artifact_is_the_sign_artifact_size_and_has_no_mapping():
+@pytest.fixture(scope="module")
+def cnn_artifacts():
     args = ("cnn", {"width": 4}, (8, 8, 1))
-    _, sign_vars, sign_art = _random_model_artifact(*args, "sign")
-    _, lns_vars, lns_art = _random_model_artifact(*args, "lns")
+    return {b: _random_model_artifact(*args, b) for b in ("sign", "lns")}
+
+
+def test_lns_artifact_is_the_sign_artifact_size_and_has_no_mapping(cnn_artifacts):
+    _, sign_vars, sign_art = cnn_artifacts["sign"]
+    _, lns_vars, lns_art = cnn_artifacts["lns"]
     assert any("mapping" in str(k) for k in jax.tree_util.tree_flatten_with_path(lns_vars)[0])
+    assert not any("mapping" in k for k in lns_art.arrays)
     assert {k: v.shape for k, v in lns_art.arrays.items()} == {
         k: v.shape for k, v in sign_art.arrays.items()
     }
@@ -106,8 +111,12 @@ def test_lns_artifact_is_the_sign_artifact_size_and_has_no_mapping():
         assert sign_vars["params"][name]["kernel"].shape == (kh, kw, c_in, c_out)
 
 
-def test_predict_never_builds_a_mapping_network(monkeypatch):
-    _, _, art = _random_model_artifact("cnn", {"width": 4}, (8, 8, 1), "lns")
+def test_lns_predict_equals_eval_mode_and_never_builds_a_mapping_network(
+    cnn_artifacts, monkeypatch
+):
+    model, variables, art = cnn_artifacts["lns"]
+    images = jax.random.normal(jax.random.key(3), (6, 8, 8, 1))
+    want = model.apply(variables, images, train=False)  # computes sign(f_theta(W))
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a mapping network was built at inference")
@@ -115,13 +124,15 @@ def test_predict_never_builds_a_mapping_network(monkeypatch):
     from bnnns.mapping import MappingNet
 
     monkeypatch.setattr(MappingNet, "__call__", forbidden)
-    assert inference.predict(art, jnp.ones((2, 8, 8, 1))).shape == (2, 10)
+    got = inference.predict(art, images)
+    np.testing.assert_array_equal(np.argmax(got, -1), np.argmax(want, -1))
+    np.testing.assert_allclose(got, want, atol=LOGIT_ATOL, rtol=1e-5)
 
 
 # ------------------------------------------------------------------ real MNIST, end to end
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory):
-    config = tiny_config(**{"pretrain.epochs": 1, "lns.epochs": 1})
+    config = tiny_config(**{"pretrain.epochs": 1, "lns.epochs": 1, "lns.warmup_steps": 50})
     workdir = str(tmp_path_factory.mktemp("run"))
     return config, workdir, train_and_evaluate(config, workdir)
 
