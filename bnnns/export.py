@@ -7,7 +7,8 @@ holds, per binary layer, its sign bits packed 8 per byte along the input dimensi
 (:mod:`bnnns.packing`) and its D8 scale ``mean|W|``; the real layers (stem, head, BatchNorm,
 PReLU, shortcuts) in float32; the model's name, options, input shape and input normalisation.
 No latent weights and nothing under ``mapping`` (the mapping networks are training-only), so
-an LNS artifact is exactly as large as the sign artifact of the same model.
+an LNS artifact holds the same arrays, of the same size, as the sign artifact of the same
+model (only the header's ``source`` differs).
 """
 
 from __future__ import annotations
