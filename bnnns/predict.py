@@ -41,7 +41,12 @@ def evaluate(
     """
     dataset = dataset or art.header["dataset"]
     shape = tuple(art.header["input_shape"])
-    splits, info = data_lib.load_dataset(dataset, data_dir=data_dir, image_size=shape[0])
+    try:  # variable-size (ImageNet-style) data sets are resized to the model's input
+        splits, info = data_lib.load_dataset(dataset, data_dir=data_dir, image_size=shape[0])
+    except ValueError as e:
+        if "image_size" not in str(e):
+            raise
+        splits, info = data_lib.load_dataset(dataset, data_dir=data_dir)  # fixed size: below
     if tuple(info.image_shape) != shape:
         raise ValueError(
             f"dataset {dataset!r} has images of shape {tuple(info.image_shape)}, the model "

@@ -275,3 +275,23 @@ def test_export_errors_name_the_problem(tmp_path, capsys):
     assert export.main([str(tmp_path), "--out", str(tmp_path / "m.bnn"), "--stage", "lns"]) == 2
     assert "no checkpoint of stage 'lns'" in capsys.readouterr().err
     assert not (tmp_path / "m.bnn").exists()
+
+
+def test_predict_cli_reads_npz_datasets(cnn_artifacts, tmp_path, capsys):
+    _, _, art = cnn_artifacts["sign"]
+    rng = np.random.default_rng(0)
+    x_test = rng.integers(0, 255, (7, 8, 8, 1), dtype=np.uint8)
+    y_test = rng.integers(0, 10, 7)
+    data = tmp_path / "toy.npz"
+    np.savez(data, x_train=x_test, y_train=y_test, x_test=x_test, y_test=y_test)
+    path = tmp_path / "cnn.bnn"
+    artifact.write(art, path)
+    assert predict.main([str(path), "--dataset", f"npz:{data}", "--json", "--batch-size", "4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    logits = inference.predict(art, inference.normalize(art, x_test))
+    assert result == {
+        "accuracy": pytest.approx(np.mean(np.argmax(logits, -1) == y_test)),
+        "count": 7,
+    }
+    assert predict.main([str(path), "--dataset", "mnist"]) == 2  # 28x28 images, model takes 8x8
+    assert "has images of shape (28, 28, 1), the model takes (8, 8, 1)" in capsys.readouterr().err
