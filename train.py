@@ -52,13 +52,18 @@ def main(argv):
         except ValueError as e:
             if "coordinator_address" not in str(e):
                 raise
+    from bnnns.config_checks import validate_config
     from bnnns.errors import UserError
+    from bnnns.summary import format_summary, summarize_config
     from bnnns.train_lib import train_and_evaluate
 
     workdir = FLAGS.workdir or os.path.join(
         "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     )
     try:
+        validate_config(FLAGS.config, jax.process_count())  # before the summary builds a model
+        if jax.process_index() == 0:
+            print(format_summary(summarize_config(FLAGS.config)))
         train_and_evaluate(FLAGS.config, workdir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

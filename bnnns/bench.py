@@ -3,6 +3,7 @@
     python -m bnnns.bench                       # resnet20 (b128) + birealnet18 (b8): float/sign/lns
     python -m bnnns.bench --quick               # CI-sized, under 3 minutes on 2 CPU cores
     python -m bnnns.bench --peers --rounds 3    # vs Larq / PyTorch / naive JAX, interleaved
+    python -m bnnns.bench --deploy              # artifact size, predict vs eval (bench_deploy)
 
 Prints one JSON object per line (``kind``: ``step``, ``pair``, ``summary``, ``error``,
 ``peer_run``, ``peer_summary``, ``target``); docs/bench.md explains every field. Each
@@ -546,6 +547,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peer-configs", default="", help="--peers: subset of the config names")
     p.add_argument("--timeout", type=float, default=1200.0, help="--peers: seconds per run")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    p.add_argument("--deploy", action="store_true", help="artifact size and predict speed")
     a = p.parse_args(argv)
     if a.warmup is None:
         a.warmup = 2 if a.quick else (5 if a.peers else 3)
@@ -556,6 +558,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.deploy:  # bnnns/bench_deploy.py
+        from bnnns.bench_deploy import run_deploy
+
+        return run_deploy(args.quick, lambda obj: _emit(obj, args.out))
     if args.one:
         names = [n.split(":") for n in args.one.split(",")]
         model = names[0][0]

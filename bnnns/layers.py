@@ -11,6 +11,10 @@ weights:
   sows it, with the label agreement, into the ``"lns"`` collection, so a train step forms
   ``L = l_cls + alpha * sum_i l~_i`` (Eq. 21) without knowing the model
   (:func:`collect_aux_loss`).
+- ``weight_binarizer="deployed"`` (inference only, §1.7): no latent weights and no mapping
+  network; ``Q`` (``int8`` ±1, variable ``"binary"/"bits"``) and the scale ``s`` (D8,
+  ``"binary"/"scale"``) come from an exported artifact (:mod:`bnnns.export`), and the layer
+  computes ``s * (sign(X) ⊛ Q)`` exactly in integer arithmetic (:mod:`bnnns.binary_ops`).
 
 Every binary layer sows its binary weights ``sign(.)`` (int8) into ``"binary_weights"``; sow
 is a no-op unless that collection is mutable, so this costs nothing in the train step and
@@ -26,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bnnns.binary_ops import int_conv, int_dense, sign_int8
 from bnnns.estimators import approx_sign, sign, ste_sign
 from bnnns.losses import check_noise_rates, lns_loss, lns_loss_floor
 from bnnns.mapping import MappingNet
@@ -44,7 +49,7 @@ __all__ = [
     "WEIGHT_STES",
 ]
 
-WEIGHT_BINARIZERS = ("sign", "lns")
+WEIGHT_BINARIZERS = ("sign", "lns", "deployed")
 ACTIVATION_ESTIMATORS = ("ste_sign", "approx_sign", "none")
 WEIGHT_STES = ("identity", "clipped")
 LABEL_SOURCES = ("current", "pretrained")
@@ -163,6 +168,36 @@ class _BinaryWeights(nn.Module):
         q_theta = mapping(jax.lax.stop_gradient(kernel))  # same value; no path to W
         return q_theta + (kernel - jax.lax.stop_gradient(kernel)).astype(q_theta.dtype)
 
+    def deployed(
+        self,
+        x: jax.Array,
+        shape: tuple[int, ...],
+        int_op: Callable,
+        float_op: Callable,
+        accumulate: bool,
+    ) -> Any:
+        """Deployed forward: ``s * (sign(X) ⊛ Q)`` with ``Q`` and ``s`` read from ``"binary"``.
+
+        ``int_op`` computes ``sign(X) ⊛ Q`` on ``int8`` operands with ``int32`` sums (exact);
+        ``float_op`` is the real-input fallback (``activation="none"``). ``accumulate=True``
+        returns ``(acc, s)`` instead of their product, for BN folding (:mod:`bnnns.binary_ops`).
+        """
+        self._check()
+        bits = self.variable("binary", "bits", jnp.ones, shape, jnp.int8).value
+        channel = self.weight_scale == "channel"
+        scale_shape = (1,) * (len(shape) - 1) + (shape[-1],) if channel else ()
+        scale = self.variable("binary", "scale", jnp.ones, scale_shape, jnp.float32).value
+        self.sow("binary_weights", "kernel", bits)
+        dtype = self.dtype or x.dtype
+        if self.activation == "none":
+            if accumulate:
+                raise ValueError(f"{type(self).__name__}: real inputs have no integer accumulator")
+            return float_op(x.astype(dtype), bits.astype(dtype) * scale.astype(dtype))
+        acc = int_op(sign_int8(x.astype(dtype)), bits)
+        if accumulate:
+            return acc, scale
+        return (acc.astype(jnp.float32) * scale).astype(dtype)
+
     def _noisy_labels(self, kernel: jax.Array) -> jax.Array:
         """``Q~`` of D1: ``sign(W)`` now (stop-gradient) or frozen signs of the initial W."""
         if self.labels == "current":
@@ -181,13 +216,17 @@ class BinaryConv(_BinaryWeights):
       padding: ``"SAME"``, ``"VALID"`` or explicit pairs, as in ``lax.conv_general_dilated``.
       activation: ``"ste_sign"`` (clipped STE, D9), ``"approx_sign"`` (Bi-Real) or ``"none"``.
       act_clip: clip range of the activation STE.
-      weight_binarizer: ``"sign"`` or ``"lns"`` (D2).
+      feature_group_count: grouped convolution (AlexNet's two-group convs, §6.2).
+      weight_binarizer: ``"sign"``, ``"lns"`` (D2) or ``"deployed"`` (inference, §1.7).
       weight_scale: ``"none"``, ``"layer"`` or ``"channel"`` (D8).
       weight_ste: ``"identity"`` (D2 default) or ``"clipped"`` (``1{|.| <= weight_clip}``).
       rho_pos, rho_neg: noise rates of Eqs. 8-9 (D4). aux_reduction: ``"mean"`` (Eq. 16, D3
         default) or ``"sum"`` (Eq. 17). labels: ``"current"`` or ``"pretrained"`` (D1).
       residual_mapping: zero-initialised residual mapping (D6 option).
       dtype: compute dtype (``None``: the input's).
+
+    ``__call__(x, accumulate=False)``; deployed, ``accumulate=True`` returns the ``int32``
+    accumulator and the scale instead of their product (BN folding, :mod:`bnnns.binary_ops`).
 
     Example:
         >>> import jax, jax.numpy as jnp, bnnns
@@ -202,27 +241,33 @@ class BinaryConv(_BinaryWeights):
     kernel_size: Sequence[int] = (3, 3)
     strides: Sequence[int] = (1, 1)
     padding: Any = "SAME"
+    feature_group_count: int = 1
     activation: str = "ste_sign"
     act_clip: float = 1.0
     kernel_init: Callable = nn.initializers.kaiming_normal()
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, accumulate: bool = False) -> Any:
         kh, kw = self.kernel_size
-        kernel = self.param(
-            "kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32
-        )
-        dtype = self.dtype or x.dtype
-        w = self.binary_kernel(kernel).astype(dtype)
-        xb = binarize_activations(x.astype(dtype), self.activation, self.act_clip)
-        return jax.lax.conv_general_dilated(
-            xb,
+        groups = self.feature_group_count
+        shape = (kh, kw, x.shape[-1] // groups, self.features)
+        conv = lambda b, w: jax.lax.conv_general_dilated(  # noqa: E731
+            b,
             w,
             window_strides=tuple(self.strides),
             padding=self.padding,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
         )
+        if self.weight_binarizer == "deployed":
+            int_op = lambda b, q: int_conv(b, q, self.strides, self.padding, groups)  # noqa: E731
+            return self.deployed(x, shape, int_op, conv, accumulate)
+        kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
+        dtype = self.dtype or x.dtype
+        w = self.binary_kernel(kernel).astype(dtype)
+        xb = binarize_activations(x.astype(dtype), self.activation, self.act_clip)
+        return conv(xb, w)
 
 
 class BinaryDense(_BinaryWeights):
@@ -245,8 +290,11 @@ class BinaryDense(_BinaryWeights):
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+    def __call__(self, x: jax.Array, accumulate: bool = False) -> Any:
+        shape = (x.shape[-1], self.features)
+        if self.weight_binarizer == "deployed":
+            return self.deployed(x, shape, int_dense, jnp.matmul, accumulate)
+        kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
         dtype = self.dtype or x.dtype
         w = self.binary_kernel(kernel).astype(dtype)
         xb = binarize_activations(x.astype(dtype), self.activation, self.act_clip)

@@ -19,7 +19,13 @@ PAPER_CONFIGS = [
     "cifar10_resnet20_lns",
     "imagenet_birealnet18_pretrain",
     "imagenet_birealnet18_lns",
+    "imagenet_resnet18_dorefa_pretrain",
+    "imagenet_resnet18_dorefa_lns",
+    "imagenet_alexnet_dorefa_pretrain",
+    "imagenet_alexnet_dorefa_lns",
 ]
+# Input side of the CPU-sized ImageNet runs: AlexNet's 12x12/4 conv0 and three 3/2 pools need 64.
+MOCK_IMAGE_SIZE = {"alexnet_dorefa": 64}
 
 
 def config_path(name):
@@ -62,6 +68,25 @@ def test_paper_recipes():
     assert (c.binary.weight_scale, c.binary.activation) == ("channel", "approx_sign")
     c = load_config_file(config_path("imagenet_birealnet18_lns"))
     assert (c.lns.epochs, tuple(c.lns.decay_epochs)) == (45, (15, 30))
+    for model in ("resnet18_dorefa", "alexnet_dorefa"):  # Tables 4 and 5 (method.md §4)
+        c = load_config_file(config_path(f"imagenet_{model}_pretrain"))
+        assert c.model.name == model and c.stages == "pretrain"
+        assert (c.pretrain.epochs, c.batch_size, c.pretrain.learning_rate) == (120, 256, 0.1)
+        assert (tuple(c.pretrain.decay_epochs), c.pretrain.weight_decay) == ((70, 90, 110), 0.0)
+        assert (c.binary.weight_scale, c.binary.activation) == ("layer", "ste_sign")  # DoReFa
+        c = load_config_file(config_path(f"imagenet_{model}_lns"))
+        assert c.model.name == model and c.init_from == f"runs/in_{model.split('_')[0]}_pretrain"
+        assert (c.lns.epochs, c.lns.learning_rate, tuple(c.lns.decay_epochs)) == (
+            45,
+            0.01,
+            (15, 30),
+        )
+        assert (c.lns.alpha, c.lns.rho_pos, c.lns.optimizer, c.lns.momentum) == (
+            1.0,
+            0.005,
+            "sgd",
+            0.9,
+        )
 
 
 def _two_steps(config, batch):
@@ -82,7 +107,6 @@ def _two_steps(config, batch):
 @pytest.mark.parametrize("dataset", ["cifar10", "imagenet"])
 def test_paper_configs_two_steps_on_mock_data(tmp_path, dataset):
     names = [n for n in PAPER_CONFIGS if n.startswith(dataset)]
-    pretrain_dir = str(tmp_path / "pretrain")
     with tfds.testing.mock_data(num_examples=16):
         for name in names:
             config = _two_steps(load_config_file(config_path(name)), batch=4)
@@ -90,7 +114,8 @@ def test_paper_configs_two_steps_on_mock_data(tmp_path, dataset):
             # widths take minutes to compile and run here); everything else as shipped.
             config.model.width = 4
             if dataset == "imagenet":
-                config.image_size = 32
+                config.image_size = MOCK_IMAGE_SIZE.get(config.model.name, 32)
+            pretrain_dir = str(tmp_path / f"{config.model.name}_pretrain")
             if config.stages != "pretrain":
                 config.init_from = pretrain_dir
             workdir = pretrain_dir if config.stages == "pretrain" else str(tmp_path / name)

@@ -6,9 +6,11 @@ from typing import Any
 
 import flax.linen as nn
 
+from bnnns.models.alexnet import AlexNet
 from bnnns.models.birealnet import BiRealNet18
 from bnnns.models.common import BinaryOptions
 from bnnns.models.mnist import BinaryCNN, BinaryMLP
+from bnnns.models.resnet18 import ResNet18
 from bnnns.models.resnet20 import ResNet20
 
 __all__ = [
@@ -19,6 +21,8 @@ __all__ = [
     "BinaryMLP",
     "ResNet20",
     "BiRealNet18",
+    "ResNet18",
+    "AlexNet",
 ]
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -26,6 +30,8 @@ MODELS: dict[str, type[nn.Module]] = {
     "mlp": BinaryMLP,
     "resnet20": ResNet20,
     "birealnet18": BiRealNet18,
+    "resnet18_dorefa": ResNet18,
+    "alexnet_dorefa": AlexNet,
 }
 
 

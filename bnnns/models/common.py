@@ -9,9 +9,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bnnns.binary_ops import fold_norm_threshold, threshold_sign
 from bnnns.layers import BinaryConv, BinaryDense
 
-__all__ = ["BinaryOptions", "batch_norm", "PReLU"]
+__all__ = ["BinaryOptions", "BatchNorm", "batch_norm", "norm_to_sign", "PReLU"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,8 +20,9 @@ class BinaryOptions:
     """How every binary layer of a model binarizes (method.md Part A).
 
     Attributes mirror :class:`bnnns.BinaryConv`: ``weight_binarizer`` (``"sign"``/``"lns"``,
-    D2), ``weight_scale`` (D8), ``weight_ste`` (D2), ``weight_clip``, ``activation`` and
-    ``act_clip`` (D9), ``rho_pos``/``rho_neg`` (D4), ``aux_reduction`` (D3), ``labels`` (D1),
+    D2; ``"deployed"`` for inference from an artifact, §1.7), ``weight_scale`` (D8),
+    ``weight_ste`` (D2), ``weight_clip``, ``activation`` and ``act_clip`` (D9),
+    ``rho_pos``/``rho_neg`` (D4), ``aux_reduction`` (D3), ``labels`` (D1),
     ``residual_mapping`` (D6), ``cls_grad_to_w`` (D14).
     """
 
@@ -37,6 +39,18 @@ class BinaryOptions:
     residual_mapping: bool = False
     cls_grad_to_w: str = "mapping"
 
+    @property
+    def deployed(self) -> bool:
+        """Inference from exported binary weights (:mod:`bnnns.inference`)."""
+        return self.weight_binarizer == "deployed"
+
+    def without_mapping(self) -> BinaryOptions:
+        """These options with plain ``sign`` instead of LNS: for binary FC layers whose mapping
+        network would be infeasible (method.md Q10). Deployed stays deployed."""
+        if self.weight_binarizer != "lns":
+            return self
+        return dataclasses.replace(self, weight_binarizer="sign")
+
     def conv(self, features: int, *, dtype: Any = None, **kwargs: Any) -> BinaryConv:
         """A :class:`BinaryConv` with these options (``kwargs`` override them)."""
         return BinaryConv(features, **{**dataclasses.asdict(self), "dtype": dtype, **kwargs})
@@ -46,11 +60,49 @@ class BinaryOptions:
         return BinaryDense(features, **{**dataclasses.asdict(self), "dtype": dtype, **kwargs})
 
 
-def batch_norm(train: bool, dtype: Any = None, name: str | None = None) -> nn.BatchNorm:
+class BatchNorm(nn.BatchNorm):
+    """``flax.linen.BatchNorm`` (same name and variables) that can also fold itself into the
+    integer threshold of the sign that follows it (:func:`norm_to_sign`)."""
+
+    def sign_of_accumulator(self, acc: jax.Array, scale: jax.Array) -> jax.Array:
+        """``sign(BN(scale * acc))`` as ``±1`` from the integer accumulator of the binary layer
+        before this BN, through a per-channel integer threshold (inference only)."""
+        gamma = self.get_variable("params", "scale")
+        beta = self.get_variable("params", "bias")
+        mean = self.get_variable("batch_stats", "mean")
+        var = self.get_variable("batch_stats", "var")
+        if any(v is None for v in (gamma, beta, mean, var)):
+            raise ValueError(f"BatchNorm {self.name}: folding needs its trained variables")
+        channel_scale = jnp.reshape(scale, (-1,))
+        direction, threshold = fold_norm_threshold(
+            channel_scale, gamma, beta, mean, var, self.epsilon
+        )
+        return threshold_sign(acc, direction, threshold)
+
+
+def batch_norm(train: bool, dtype: Any = None, name: str | None = None) -> BatchNorm:
     """BatchNorm as used after every conv (momentum 0.9, eps 1e-5, PyTorch-like)."""
-    return nn.BatchNorm(
+    return BatchNorm(
         use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
     )
+
+
+def norm_to_sign(
+    binary: BinaryOptions, layer: nn.Module, x: jax.Array, train: bool, dtype: Any = None
+) -> jax.Array:
+    """``BN(layer(x))`` for a BN whose output goes **only** to the next binary layer's sign
+    (possibly through a max-pool, which commutes with sign).
+
+    Training and eval: exactly ``batch_norm(train, dtype)(layer(x))``. Deployed (§1.7): the BN
+    is folded into a per-channel integer threshold on the layer's ``int32`` accumulator and
+    the result is already the next layer's ``±1`` input (as ``dtype``), with no float
+    BatchNorm. The BN is created in the caller's scope, so its name is unchanged.
+    """
+    norm = batch_norm(train, dtype)
+    if not binary.deployed or binary.activation == "none":  # real inputs: nothing to fold
+        return norm(layer(x))
+    acc, scale = layer(x, accumulate=True)
+    return norm.sign_of_accumulator(acc, scale).astype(dtype or jnp.float32)
 
 
 class PReLU(nn.Module):

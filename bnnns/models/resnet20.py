@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bnnns.models.common import BinaryOptions, batch_norm
+from bnnns.models.common import BinaryOptions, batch_norm, norm_to_sign
 
 __all__ = ["ResNet20"]
 
@@ -59,12 +59,12 @@ class ResNet20(nn.Module):
             for block in range(3):
                 stride = 2 if stage > 0 and block == 0 else 1
                 shortcut = self._shortcut(x, features, stride, train)
-                h = b.conv(features, strides=(stride, stride), dtype=dt)(x)
-                h = batch_norm(train, dt)(h)
+                conv1 = b.conv(features, strides=(stride, stride), dtype=dt)
                 if self.block == "birealish":
-                    h = h + shortcut
+                    h = batch_norm(train, dt)(conv1(x)) + shortcut
                     x = batch_norm(train, dt)(b.conv(features, dtype=dt)(h)) + h
-                else:
+                else:  # the inner BN feeds only the second conv's sign: foldable when deployed
+                    h = norm_to_sign(b, conv1, x, train, dt)
                     x = batch_norm(train, dt)(b.conv(features, dtype=dt)(h)) + shortcut
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, dtype=dt, name="head")(x).astype(jnp.float32)

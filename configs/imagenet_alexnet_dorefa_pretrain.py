@@ -1,0 +1,35 @@
+"""ImageNet DoReFa AlexNet baseline (method.md §4, §6.2; Table 5: 43.9% top-1, 180 Mbit).
+
+    python train.py --config configs/imagenet_alexnet_dorefa_pretrain.py \
+        --workdir runs/in_alexnet_pretrain
+
+Recipe (§4): 120 epochs, batch 256, SGD momentum 0.9, lr 0.1 x0.1 at epochs 70/90/110, weight
+decay 0; random-resized-crop 224 + flip, centre crop for eval. DoReFa binarization with "only
+layer-wise scale factor" (§5.3): ``mean|W|`` per layer, identity weight STE, ``sign``
+activations with the clipped STE (Q9). conv0 and fct real; conv1-4, fc0, fc1 binary (§6.2).
+"""
+
+from bnnns.default_config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.dataset = "tfds:imagenet2012"
+    c.stages = "pretrain"
+    c.image_size = 224
+    c.model.update(name="alexnet_dorefa")
+    c.binary.update(weight_scale="layer", weight_ste="identity", activation="ste_sign")
+    c.batch_size = 256
+    c.eval_batch_size = 500
+    c.data_threads = 16
+    c.pretrain.update(
+        epochs=120,
+        optimizer="sgd",
+        learning_rate=0.1,
+        momentum=0.9,
+        weight_decay=0.0,
+        schedule="step",
+        decay_epochs=(70, 90, 110),
+    )
+    c.checkpoint_every_steps = 2000
+    return c

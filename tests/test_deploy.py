@@ -1,0 +1,297 @@
+"""Export, mapping-free inference, the predict CLI and every bad-input error (method.md §1.7)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import tiny_config
+
+from bnnns import artifact, export, inference, predict
+from bnnns.data import batch_iterator
+from bnnns.layers import drop_sown
+from bnnns.models import BinaryOptions, create_model
+from bnnns.train_lib import build_model, load_data, restore_stage, train_and_evaluate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Deployed logits differ from the float eval-mode logits only by float32 rounding of the
+# conv sums (the integer path is exact, the float path rounds): bound on |difference|.
+LOGIT_ATOL = 1e-4
+
+
+def _header(name, kwargs, shape, scale="layer", activation="ste_sign"):
+    return {
+        "model": {"name": name, "kwargs": kwargs, "dtype": "float32", "num_classes": 10},
+        "binary": {"weight_scale": scale, "activation": activation, "act_clip": 1.0},
+        "input_shape": list(shape),
+        "normalization": {"mean": [0.0], "std": [1.0]},
+        "dataset": "mnist",
+    }
+
+
+def _random_model_artifact(name, kwargs, shape, binarizer, scale="layer", activation="ste_sign"):
+    """A randomly initialised model (BN statistics perturbed, some BN gammas negative), its
+    variables, and its artifact after a bytes round trip."""
+    options = BinaryOptions(weight_binarizer=binarizer, weight_scale=scale, activation=activation)
+    model = create_model(name, num_classes=10, binary=options, **kwargs)
+    x = jnp.zeros((1, *shape))
+    variables = drop_sown(jax.jit(lambda k: model.init(k, x))(jax.random.key(1)))
+    leaves, tree = jax.tree_util.tree_flatten(variables)
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    noisy = [
+        leaf + 0.5 * jax.random.normal(k, leaf.shape) if leaf.ndim == 1 else leaf
+        for leaf, k in zip(leaves, keys, strict=True)
+    ]
+    variables = jax.tree_util.tree_unflatten(tree, noisy)
+    variables["batch_stats"] = jax.tree.map(jnp.abs, variables["batch_stats"])  # var >= 0
+    deployable = export.deployable_variables(model, variables, x, scale)
+    art = export.make_artifact(deployable, _header(name, kwargs, shape, scale, activation))
+    return model, variables, artifact.from_bytes(artifact.to_bytes(art))
+
+
+RANDOM_MODELS = [  # name, kwargs, input shape, weight scale, activation, binarizer
+    ("resnet20", {"width": 4}, (8, 8, 3), "layer", "ste_sign", "sign"),
+    (
+        "resnet20",
+        {"width": 4, "block": "classic", "shortcut": "B"},
+        (8, 8, 3),
+        "layer",
+        "ste_sign",
+        "sign",
+    ),
+    ("birealnet18", {"width": 4}, (32, 32, 3), "channel", "approx_sign", "sign"),
+    ("resnet18_dorefa", {"width": 4}, (32, 32, 3), "layer", "ste_sign", "sign"),
+    ("alexnet_dorefa", {"width": 4}, (64, 64, 3), "layer", "ste_sign", "sign"),
+    ("mlp", {"hidden": 12, "depth": 3}, (6, 6, 1), "none", "ste_sign", "sign"),
+    ("cnn", {"width": 4}, (8, 8, 1), "layer", "none", "sign"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,shape,scale,activation,binarizer", RANDOM_MODELS)
+def test_artifact_equals_eval_mode_on_random_inputs(
+    name, kwargs, shape, scale, activation, binarizer
+):
+    model, variables, art = _random_model_artifact(
+        name, kwargs, shape, binarizer, scale, activation
+    )
+    images = jax.random.normal(jax.random.key(3), (6, *shape))
+    want = model.apply(variables, images, train=False)
+    got = inference.predict(art, images)
+    np.testing.assert_array_equal(np.argmax(got, -1), np.argmax(want, -1))
+    np.testing.assert_allclose(got, want, atol=LOGIT_ATOL, rtol=1e-5)
+    assert not any("mapping" in k for k in art.arrays)
+
+
+@pytest.fixture(scope="module")
+def cnn_artifacts():
+    args = ("cnn", {"width": 4}, (8, 8, 1))
+    return {b: _random_model_artifact(*args, b) for b in ("sign", "lns")}
+
+
+def test_lns_artifact_is_the_sign_artifact_size_and_has_no_mapping(cnn_artifacts):
+    _, sign_vars, sign_art = cnn_artifacts["sign"]
+    _, lns_vars, lns_art = cnn_artifacts["lns"]
+    assert any("mapping" in str(k) for k in jax.tree_util.tree_flatten_with_path(lns_vars)[0])
+    assert not any("mapping" in k for k in lns_art.arrays)
+    assert {k: v.shape for k, v in lns_art.arrays.items()} == {
+        k: v.shape for k, v in sign_art.arrays.items()
+    }
+    assert len(artifact.to_bytes(lns_art)) == len(artifact.to_bytes(sign_art))
+    # 3 binary 3x3 convs: 1 bit per weight, 8 per byte along c_in, and one float scale each
+    layers = lns_art.header["binary_layers"]
+    assert len(layers) == 3
+    for name, spec in layers.items():
+        kh, kw, c_in, c_out = spec["shape"]
+        assert lns_art.arrays[f"binary/{name}/bits"].nbytes == kh * kw * -(-c_in // 8) * c_out
+        assert lns_art.arrays[f"binary/{name}/scale"].shape == ()
+        assert sign_vars["params"][name]["kernel"].shape == (kh, kw, c_in, c_out)
+
+
+def test_lns_predict_equals_eval_mode_and_never_builds_a_mapping_network(
+    cnn_artifacts, monkeypatch
+):
+    model, variables, art = cnn_artifacts["lns"]
+    images = jax.random.normal(jax.random.key(3), (6, 8, 8, 1))
+    want = model.apply(variables, images, train=False)  # computes sign(f_theta(W))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a mapping network was built at inference")
+
+    from bnnns.mapping import MappingNet
+
+    monkeypatch.setattr(MappingNet, "__call__", forbidden)
+    got = inference.predict(art, images)
+    np.testing.assert_array_equal(np.argmax(got, -1), np.argmax(want, -1))
+    np.testing.assert_allclose(got, want, atol=LOGIT_ATOL, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ real MNIST, end to end
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    config = tiny_config(**{"pretrain.epochs": 1, "lns.epochs": 1, "lns.warmup_steps": 50})
+    workdir = str(tmp_path_factory.mktemp("run"))
+    return config, workdir, train_and_evaluate(config, workdir)
+
+
+def _eval_logits(config, workdir, stage):
+    state, _ = restore_stage(config, workdir, stage)
+    splits, info = load_data(config)
+    model = build_model(config, info.num_classes, stage)
+    apply = jax.jit(lambda x: model.apply({"params": state.params, **state.model_state}, x))
+    batches = batch_iterator(
+        splits["test"], info, global_batch_size=2000, seed=0, epoch=0, train=False
+    )
+    return np.concatenate([np.asarray(apply(b["image"]))[b["mask"] > 0] for b in batches])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["pretrain", "lns"])
+def test_exported_run_predicts_like_eval_mode_on_full_mnist(mnist_run, stage, tmp_path):
+    config, workdir, summary = mnist_run
+    out, logits_file = tmp_path / f"{stage}.bnn", tmp_path / "logits.npy"
+    assert export.main([workdir, "--out", str(out), "--stage", stage]) == 0
+    art = artifact.read(out)
+    assert art.header["source"]["stage"] == stage
+    assert not any("mapping" in k or "lns_labels" in k for k in art.arrays)
+    # The CLI in a fresh process at XLA's default optimisation level: int8 convolutions at the
+    # tests' level 0 (conftest) are unoptimised loops.
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "bnnns.predict", str(out), "--dataset", "mnist", "--json"]
+    p = subprocess.run(
+        [*cmd, "--save-logits", str(logits_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    result = json.loads(p.stdout)
+    run_accuracy = next(s for s in summary["stages"] if s["stage"] == stage)["test_accuracy"]
+    assert result == {"accuracy": pytest.approx(run_accuracy, abs=1e-9), "count": 10000}
+    logits, want = np.load(logits_file), _eval_logits(config, workdir, stage)
+    assert logits.shape == want.shape == (10000, 10)
+    np.testing.assert_array_equal(np.argmax(logits, -1), np.argmax(want, -1))
+    np.testing.assert_allclose(logits, want, atol=LOGIT_ATOL, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_lns_and_sign_exports_of_one_run_have_equal_size(mnist_run, tmp_path):
+    _, workdir, _ = mnist_run
+    sizes = {}
+    for stage in ("pretrain", "lns"):
+        export.export_run(workdir, str(tmp_path / stage), stage)
+        sizes[stage] = artifact.read(tmp_path / stage).body_bytes
+    assert sizes["pretrain"] == sizes["lns"]
+    ckpt = os.path.join(workdir, "checkpoints", "lns")
+    assert os.path.isdir(ckpt)
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.fixture(scope="module")
+def good_bytes():
+    return artifact.to_bytes(_random_model_artifact("cnn", {"width": 4}, (8, 8, 1), "sign")[2])
+
+
+def _corrupt(data, at):
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda d: d[:10], "truncated: 10 bytes, shorter than the 20-byte prefix"),
+        (lambda d: d[:100], "truncated: 100 bytes, the header alone needs"),
+        (lambda d: d[:-1], "truncated: {n} bytes, expected {n1}"),
+        (lambda d: d + b"x", "longer than its header says"),
+        (lambda d: _corrupt(d, len(d) - 100), "checksum mismatch"),
+        (lambda d: b"NOTABNN!" + d[8:], "is not a bnnns artifact"),
+        (lambda d: d[:8] + (7).to_bytes(4, "little") + d[12:], "format version 7; this bnnns"),
+        (lambda d: d[:20] + b"]" + d[21:], "corrupted header"),
+    ],
+)
+def test_bad_artifacts_are_refused_with_a_clear_error(good_bytes, tmp_path, mutate, message):
+    data = mutate(good_bytes)
+    message = message.format(n=len(data), n1=len(data) + 1)
+    path = tmp_path / "bad.bnn"
+    path.write_bytes(data)
+    with pytest.raises(artifact.ArtifactError, match=message.replace("(", r"\(")):
+        artifact.read(path)
+    assert str(path) in str(pytest.raises(ValueError, artifact.read, path).value)
+
+
+def test_predict_cli_reports_a_bad_artifact(good_bytes, tmp_path, capsys):
+    path = tmp_path / "bad.bnn"
+    path.write_bytes(_corrupt(good_bytes, len(good_bytes) - 40))
+    assert predict.main([str(path), "--json"]) == 2
+    assert "checksum mismatch" in capsys.readouterr().err
+    assert predict.main([str(tmp_path / "missing.bnn")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "images,message",
+    [
+        (
+            np.zeros((2, 8, 8, 3), np.float32),
+            r"shape \(N, 8, 8, 1\) for this model, got \(2, 8, 8, 3\)",
+        ),
+        (np.zeros((8, 8, 1), np.float32), r"got \(8, 8, 1\)"),
+        (np.zeros((2, 8, 8, 1), np.uint8), "floating point, normalised as in training.*uint8"),
+        ([[0.0]], "floating point.*got dtype None"),
+    ],
+)
+def test_wrong_images_are_refused(good_bytes, images, message):
+    with pytest.raises(ValueError, match=message):
+        inference.predict(artifact.from_bytes(good_bytes), images)
+
+
+def test_write_is_atomic(good_bytes, tmp_path, monkeypatch):
+    art = artifact.from_bytes(good_bytes)
+    target = tmp_path / "model.bnn"
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        artifact.write(art, target)
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary file
+    monkeypatch.undo()
+    assert artifact.write(art, target) == len(good_bytes) == target.stat().st_size
+
+
+def test_export_errors_name_the_problem(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="not a run directory: no config.json"):
+        export.export_run(str(tmp_path), str(tmp_path / "m.bnn"))
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config().to_dict()))
+    with pytest.raises(FileNotFoundError, match="no checkpoint of stages 'pretrain,lns'"):
+        export.export_run(str(tmp_path), str(tmp_path / "m.bnn"))
+    assert export.main([str(tmp_path), "--out", str(tmp_path / "m.bnn"), "--stage", "lns"]) == 2
+    assert "no checkpoint of stage 'lns'" in capsys.readouterr().err
+    assert not (tmp_path / "m.bnn").exists()
+
+
+def test_predict_cli_reads_npz_datasets(cnn_artifacts, tmp_path, capsys):
+    _, _, art = cnn_artifacts["sign"]
+    rng = np.random.default_rng(0)
+    x_test = rng.integers(0, 255, (7, 8, 8, 1), dtype=np.uint8)
+    y_test = rng.integers(0, 10, 7)
+    data = tmp_path / "toy.npz"
+    np.savez(data, x_train=x_test, y_train=y_test, x_test=x_test, y_test=y_test)
+    path = tmp_path / "cnn.bnn"
+    artifact.write(art, path)
+    assert predict.main([str(path), "--dataset", f"npz:{data}", "--json", "--batch-size", "4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    logits = inference.predict(art, inference.normalize(art, x_test))
+    assert result == {
+        "accuracy": pytest.approx(np.mean(np.argmax(logits, -1) == y_test)),
+        "count": 7,
+    }
+    assert predict.main([str(path), "--dataset", "mnist"]) == 2  # 28x28 images, model takes 8x8
+    assert "has images of shape (28, 28, 1), the model takes (8, 8, 1)" in capsys.readouterr().err
