@@ -395,13 +395,13 @@ FLIP_SOURCES = {  # the issue-9 investigation: what makes LNS flip more than fin
     "fine-tune (reference)": ("finetune", {}),
     "LNS (protocol default: clipped STE, D2)": ("lns", {}),
     "LNS alpha=0": ("lns", {"lns.alpha": 0.0}),
+    "identity weight STE (the old D2)": ("lns", {"lns.weight_ste": "identity"}),
     "sum reduction (Eq. 17)": ("lns", {"lns.reduction": "sum"}),
     "theta lr x 1/N": ("lns", {"lns.mapping_lr_scale": "1/N"}),
     "theta lr 0 (mapping frozen)": ("lns", {"lns.mapping_lr_scale": "0"}),
     "sum + theta lr x 1/N": ("lns", {"lns.reduction": "sum", "lns.mapping_lr_scale": "1/N"}),
     "warm start to 99.5% agreement only": ("lns", {"lns.warmup_tolerance": 0.0}),
     "labels: pretrained sign(W) (D1)": ("lns", {"lns.labels": "pretrained"}),
-    "identity weight STE (the old D2)": ("lns", {"lns.weight_ste": "identity"}),
     "l_cls straight to W (D14)": ("lns", {"lns.cls_grad_to_w": "straight"}),
 }
 
@@ -572,7 +572,7 @@ def sweep_spec(name: str) -> tuple[str, Sequence[float], dict]:
     return "lns.alpha", ALPHA_GRID, {"lns.rho_pos": 0.005, "lns.rho_neg": 0.005}
 
 
-DEFAULT_SEEDS = {"ablation": 5, "flips": 3, "flip_sources": 1, "rho_sweep": 3, "alpha_sweep": 3}
+DEFAULT_SEEDS = {"ablation": 5, "flip_sources": 1, "flips": 3, "rho_sweep": 3, "alpha_sweep": 3}
 
 
 def _sweep_extra(param: str, fixed: dict, value: float) -> dict:
