@@ -35,7 +35,7 @@ from flax import traverse_util
 from bnnns.estimators import sign, ste_sign
 from bnnns.layers import _BinaryWeights
 from bnnns.losses import lns_loss
-from bnnns.mapping import MappingNet
+from bnnns.mapping import FilterBankNorm, MappingNet, filters_to_kernel, kernel_to_filters
 from bnnns.models import BinaryOptions, BiRealNet18, ResNet20
 from bnnns.stage_init import fresh_state
 from bnnns.steps import train_step
@@ -61,6 +61,33 @@ DEFAULTS: dict[str, dict[str, tuple[int, int, int]]] = {
     "resnet20_peer": {"full": (128, 32, 16), "quick": (128, 32, 16)},
     "birealnet18": {"full": (8, 224, 64), "quick": (2, 64, 16)},
 }
+
+
+class ReferenceMappingNet(nn.Module):
+    """The mapping network as it was before issue 11, kept verbatim as the benchmarks'
+    reference: ``nn.Conv`` (plain ``lax`` conv over the padded 3x3 images) with a bias on all
+    three convs. Same function as :class:`bnnns.MappingNet` (the pre-norm biases cancel in
+    FilterBankNorm); its parameter tree has the two extra ``bias`` leaves."""
+
+    residual: bool = False
+    dtype: Any = None  # compute dtype; None = the kernel's dtype
+
+    @nn.compact
+    def __call__(self, kernel: jax.Array) -> jax.Array:
+        filters = kernel_to_filters(kernel)
+        dtype = self.dtype or kernel.dtype
+        c = filters.shape[-1]
+        conv = lambda features, **kw: nn.Conv(  # noqa: E731
+            features, (3, 3), padding="SAME", dtype=dtype, param_dtype=jnp.float32, **kw
+        )
+        h = filters.astype(dtype)
+        h = nn.relu(FilterBankNorm()(conv(2 * c)(h)))
+        h = nn.relu(FilterBankNorm()(conv(2 * c)(h)))
+        last_init = nn.initializers.zeros if self.residual else nn.initializers.lecun_normal()
+        out = conv(c, kernel_init=last_init)(h)
+        if self.residual:
+            out = filters.astype(out.dtype) + out
+        return filters_to_kernel(out, kernel.ndim).astype(kernel.dtype)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ import os
 from ml_collections import ConfigDict
 
 from bnnns.layers import ACTIVATION_ESTIMATORS, LABEL_SOURCES, REDUCTIONS, WEIGHT_STES
+from bnnns.mapping import MAPPING_DTYPES
 from bnnns.models import MODELS
 from bnnns.optim import OPTIMIZERS, SCHEDULES
 from bnnns.scaling import SCALE_MODES
@@ -126,6 +127,7 @@ def validate_config(config: ConfigDict, process_count: int = 1) -> list[str]:
         _one_of(config, "lns.labels", LABEL_SOURCES)
         _one_of(config, "lns.reduction", REDUCTIONS)
         _one_of(config, "lns.weight_ste", WEIGHT_STES)
+        _one_of(config, "lns.mapping_dtype", MAPPING_DTYPES)
         _number(config, "lns.warmup_steps", low=0, integer=True)
         _number(config, "lns.warmup_target", low=0, high=1)
     if stages[0] != "pretrain":

@@ -64,6 +64,7 @@ def base_config() -> ConfigDict:
             "weight_ste": "identity",  # D2: "identity" | "clipped"
             "reduction": "mean",  # D3: "mean" (Eq. 16, default) | "sum" (Eq. 17)
             "residual": False,  # D6 option
+            "mapping_dtype": "float32",  # mapping nets' compute dtype: "float32" | "bfloat16"
             "warmup_steps": 2000,  # D7 cap (Adam steps on theta only)
             "warmup_target": 0.995,  # D7 per-layer agreement target
             "warmup_lr": 1e-3,

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from bnnns.estimators import approx_sign, sign, ste_sign
 from bnnns.losses import check_noise_rates, lns_loss
-from bnnns.mapping import MappingNet
+from bnnns.mapping import MAPPING_DTYPES, MappingNet
 from bnnns.metrics import sign_agreement
 from bnnns.scaling import SCALE_MODES, weight_scale
 
@@ -113,6 +113,7 @@ class _BinaryWeights(nn.Module):
     aux_reduction: str = "mean"
     labels: str = "current"
     residual_mapping: bool = False
+    mapping_dtype: str = "float32"
 
     def _check(self) -> None:
         checks = {
@@ -121,6 +122,7 @@ class _BinaryWeights(nn.Module):
             "weight_ste": (self.weight_ste, WEIGHT_STES),
             "aux_reduction": (self.aux_reduction, REDUCTIONS),
             "labels": (self.labels, LABEL_SOURCES),
+            "mapping_dtype": (self.mapping_dtype, MAPPING_DTYPES),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
@@ -137,7 +139,9 @@ class _BinaryWeights(nn.Module):
         if self.weight_binarizer == "sign":
             binary = ste_sign(kernel, clip)
         else:
-            q_hat = MappingNet(residual=self.residual_mapping, name="mapping")(kernel)  # Eq. 4
+            q_hat = MappingNet(  # Eq. 4
+                residual=self.residual_mapping, dtype=self.mapping_dtype, name="mapping"
+            )(kernel)
             q_tilde = self._noisy_labels(kernel)
             aux = lns_loss(q_hat, q_tilde, self.rho_pos, self.rho_neg, self.aux_reduction)
             self.sow("lns", "aux_loss", aux)  # Eq. 15 / 17
@@ -170,6 +174,7 @@ class BinaryConv(_BinaryWeights):
       rho_pos, rho_neg: noise rates of Eqs. 8-9 (D4). aux_reduction: ``"mean"`` (Eq. 16, D3
         default) or ``"sum"`` (Eq. 17). labels: ``"current"`` or ``"pretrained"`` (D1).
       residual_mapping: zero-initialised residual mapping (D6 option).
+      mapping_dtype: compute dtype of the mapping network, ``"float32"`` or ``"bfloat16"``.
       dtype: compute dtype (``None``: the input's).
 
     Example:

@@ -65,6 +65,7 @@ def build_model(config: ConfigDict, num_classes: int, stage: str):
         aux_reduction=config.lns.reduction,
         labels=config.lns.labels,
         residual_mapping=config.lns.residual,
+        mapping_dtype=config.lns.mapping_dtype,
     )
     kwargs = {k: v for k, v in config.model.to_dict().items() if k not in ("name", "dtype")}
     dtype = jnp.dtype(config.model.get("dtype", "float32"))

@@ -21,7 +21,7 @@ class BinaryOptions:
     Attributes mirror :class:`bnnns.BinaryConv`: ``weight_binarizer`` (``"sign"``/``"lns"``,
     D2), ``weight_scale`` (D8), ``weight_ste`` (D2), ``weight_clip``, ``activation`` and
     ``act_clip`` (D9), ``rho_pos``/``rho_neg`` (D4), ``aux_reduction`` (D3), ``labels`` (D1),
-    ``residual_mapping`` (D6).
+    ``residual_mapping`` (D6), ``mapping_dtype`` (the mapping networks' compute dtype).
     """
 
     weight_binarizer: str = "sign"
@@ -35,6 +35,7 @@ class BinaryOptions:
     aux_reduction: str = "mean"
     labels: str = "current"
     residual_mapping: bool = False
+    mapping_dtype: str = "float32"
 
     def conv(self, features: int, *, dtype: Any = None, **kwargs: Any) -> BinaryConv:
         """A :class:`BinaryConv` with these options (``kwargs`` override them)."""
