@@ -16,13 +16,18 @@ __all__ = [
     "CONV_IMPLS",
     "MAPPING_DTYPES",
     "valid_taps_conv",
+    "auto_conv",
     "same_conv",
     "drop_prenorm_biases",
     "kernel_to_filters",
     "filters_to_kernel",
 ]
 
-CONV_IMPLS = ("valid_taps", "conv")
+CONV_IMPLS = ("auto", "valid_taps", "conv")
+# "auto": the valid-taps conv where it measured faster on a 2-core CPU (docs/bench.md): 1x1
+# filter images (one tap: a matmul) and convs with c_in * c_out >= 128 * 256; below that
+# XLA's conv is as fast or faster and compiles 3-5x quicker.
+AUTO_MIN_CHANNEL_PRODUCT = 128 * 256
 MAPPING_DTYPES = ("float32", "bfloat16")
 
 
@@ -119,7 +124,17 @@ def valid_taps_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return out.astype(dtype)
 
 
+def auto_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """:func:`valid_taps_conv` or :func:`same_conv`, whichever measured faster for the shape
+    (:data:`AUTO_MIN_CHANNEL_PRODUCT`); the same function either way."""
+    c_in, c_out = kernel.shape[-2:]
+    if x.shape[1:3] == (1, 1) or c_in * c_out >= AUTO_MIN_CHANNEL_PRODUCT:
+        return valid_taps_conv(x, kernel)
+    return same_conv(x, kernel)
+
+
 _CONVS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    "auto": auto_conv,
     "valid_taps": valid_taps_conv,
     "conv": same_conv,
 }
@@ -130,14 +145,15 @@ class MappingConv(nn.Module):
 
     Parameters as ``nn.Conv(features, (3, 3), padding="SAME")``: ``kernel (3, 3, c, features)``
     (float32, lecun-normal by default) and, with ``use_bias``, ``bias (features,)`` (zeros).
-    ``impl``: ``"valid_taps"`` (:func:`valid_taps_conv`, the default: the fastest measured,
-    docs/bench.md) or ``"conv"`` (:func:`same_conv`, the reference); the same function.
+    ``impl``: ``"auto"`` (default: :func:`auto_conv`, the faster of the two per shape,
+    docs/bench.md), ``"valid_taps"`` (:func:`valid_taps_conv`) or ``"conv"``
+    (:func:`same_conv`, the plain conv); the same function.
     ``dtype``: compute dtype (``None``: the input's); parameters stay float32.
     """
 
     features: int
     use_bias: bool = True
-    impl: str = "valid_taps"
+    impl: str = "auto"
     dtype: Any = None
     kernel_init: Callable = nn.initializers.lecun_normal()
 
@@ -166,11 +182,13 @@ class MappingNet(nn.Module):
     followed by the norm have no bias: its mean removes any per-channel constant, so a bias
     there cannot change ``q^`` (networks saved with them: :func:`drop_prenorm_biases`).
 
-    ``conv_impl``: ``"valid_taps"`` (default) skips the (position, tap) pairs that read the
-    SAME padding (:func:`valid_taps_conv`); ``"conv"`` is the plain ``lax`` conv. Same
-    parameters, same function. ``dtype``: compute dtype of the convs (``None``: the kernel's;
-    ``"bfloat16"`` for GPU/TPU, config ``lns.mapping_dtype``); parameters stay float32,
-    FilterBankNorm's statistics are float32, and ``q^`` has the kernel's dtype.
+    ``conv_impl``: ``"valid_taps"`` skips the (position, tap) pairs that read the SAME padding
+    (:func:`valid_taps_conv`); ``"conv"`` is the plain ``lax`` conv; ``"auto"`` (default)
+    picks the faster per conv (:func:`auto_conv`). Same parameters, same function.
+
+    ``dtype``: compute dtype of the convs (``None``: the kernel's; ``"bfloat16"`` for GPU/TPU,
+    config ``lns.mapping_dtype``); parameters stay float32, FilterBankNorm's statistics are
+    float32, and ``q^`` has the kernel's dtype.
 
     ``residual=True`` (D6 option, an ablation, not the paper): ``q^ = W + g(W)`` with the last
     conv of ``g`` zero-initialised, so ``sign(q^) = sign(W)`` exactly at initialisation.
@@ -186,7 +204,7 @@ class MappingNet(nn.Module):
 
     residual: bool = False
     dtype: Any = None  # compute dtype; None = the kernel's dtype
-    conv_impl: str = "valid_taps"
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, kernel: jax.Array) -> jax.Array:

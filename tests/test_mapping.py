@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bnnns
+from bnnns import mapping
 from bnnns.bench import ReferenceMappingNet
 from bnnns.config_checks import ConfigError, validate_config
 from bnnns.default_config import base_config
@@ -150,19 +151,32 @@ class CheaperMappingNetTest(chex.TestCase):
     @parameterized.named_parameters(*KERNELS.items())
     def test_valid_taps_equals_plain_conv(self, shape):
         """Same parameters, same q^ and the same gradients wrt theta and W (D6)."""
-        net, params, kernel = init_apply(shape)
+        _, params, kernel = init_apply(shape)
+        self.assertEqual(bnnns.MappingNet().conv_impl, "auto")  # the default
         plain = bnnns.MappingNet(conv_impl="conv")
-        self.assertEqual(net.conv_impl, "valid_taps")  # the default
-        chex.assert_trees_all_equal_shapes(params, plain.init(jax.random.key(1), kernel))
-        _close(net.apply(params, kernel), plain.apply(params, kernel))
         g = jax.random.normal(jax.random.key(5), shape)
 
         def grads(m):
             return jax.grad(lambda p, k: jnp.sum(m.apply(p, k) * g), argnums=(0, 1))
 
-        got, want = grads(net)(params, kernel), grads(plain)(params, kernel)
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-            _close(a, b)
+        want = grads(plain)(params, kernel)
+        for impl in ("valid_taps", "auto"):
+            net = bnnns.MappingNet(conv_impl=impl)
+            chex.assert_trees_all_equal_shapes(params, net.init(jax.random.key(1), kernel))
+            _close(net.apply(params, kernel), plain.apply(params, kernel))
+            got = grads(net)(params, kernel)
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+                _close(a, b)
+
+    def test_auto_picks_valid_taps_for_wide_convs_and_1x1_images(self):
+        wide = (jnp.ones((2, 3, 3, 128)), jnp.ones((3, 3, 128, 256)))
+        narrow = (jnp.ones((2, 3, 3, 8)), jnp.ones((3, 3, 8, 16)))
+        one = (jnp.ones((2, 1, 1, 8)), jnp.ones((3, 3, 8, 16)))
+
+        def convs(args):
+            return str(jax.make_jaxpr(mapping.auto_conv)(*args)).count("conv_general_dilated")
+
+        self.assertEqual([convs(wide), convs(narrow), convs(one)], [0, 1, 0])
 
     @parameterized.named_parameters(*KERNELS.items())
     def test_prenorm_biases_cannot_change_the_output(self, shape):
@@ -171,6 +185,9 @@ class CheaperMappingNetTest(chex.TestCase):
         kernel = jax.random.normal(jax.random.key(0), shape)
         ref = ReferenceMappingNet()
         old = ref.init(jax.random.key(1), kernel)
+        fresh = bnnns.MappingNet().init(jax.random.key(1), kernel)  # the same initial theta
+        chex.assert_trees_all_equal(drop_prenorm_biases({"mapping": old["params"]})["mapping"],
+                                    fresh["params"])  # fmt: skip
         keys = iter(jax.random.split(jax.random.key(2), 8))
         old = jax.tree_util.tree_map_with_path(
             lambda path, x: (
