@@ -26,6 +26,7 @@ from bnnns.layers import (
     REDUCTIONS,
     WEIGHT_STES,
 )
+from bnnns.mapping import MAPPING_DTYPES
 from bnnns.models import MODELS
 from bnnns.optim import OPTIMIZERS, SCHEDULES, parse_lr_scale
 from bnnns.scaling import SCALE_MODES
@@ -264,6 +265,7 @@ def validate_config(config: ConfigDict, process_count: int = 1) -> list[str]:
         _one_of(config, "lns.reduction", REDUCTIONS)
         _one_of(config, "lns.weight_ste", WEIGHT_STES)
         _one_of(config, "lns.cls_grad_to_w", CLS_GRAD_PATHS)
+        _one_of(config, "lns.mapping_dtype", MAPPING_DTYPES)
         _number(config, "lns.warmup_steps", low=0, integer=True)
         _number(config, "lns.warmup_target", low=0, high=1)
         _number(config, "lns.warmup_tolerance", low=0)

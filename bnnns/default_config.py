@@ -69,6 +69,7 @@ def base_config() -> ConfigDict:
             # D14: how l_cls's gradient reaches W: "mapping" (chain rule through f_theta) or
             # "straight" (dl_cls/dQ^ straight to W, Eq. 3; theta still gets it via f_theta).
             "cls_grad_to_w": "mapping",
+            "mapping_dtype": "float32",  # mapping nets' compute dtype: "float32" | "bfloat16"
             "warmup_steps": 5000,  # D7 step cap (Adam steps on theta only)
             "warmup_target": 0.995,  # D7 per-layer agreement target (a floor, not the stop)
             "warmup_tolerance": 0.01,  # D7 convergence: relative excess-loss drop per check

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from bnnns.binary_ops import int_conv, int_dense, sign_int8
 from bnnns.estimators import approx_sign, sign, ste_sign
 from bnnns.losses import check_noise_rates, lns_loss, lns_loss_floor
-from bnnns.mapping import MappingNet
+from bnnns.mapping import MAPPING_DTYPES, MappingNet
 from bnnns.metrics import sign_agreement
 from bnnns.scaling import SCALE_MODES, weight_scale
 
@@ -120,6 +120,7 @@ class _BinaryWeights(nn.Module):
     labels: str = "current"
     residual_mapping: bool = False
     cls_grad_to_w: str = "mapping"
+    mapping_dtype: str = "float32"
 
     def _check(self) -> None:
         checks = {
@@ -129,6 +130,7 @@ class _BinaryWeights(nn.Module):
             "aux_reduction": (self.aux_reduction, REDUCTIONS),
             "labels": (self.labels, LABEL_SOURCES),
             "cls_grad_to_w": (self.cls_grad_to_w, CLS_GRAD_PATHS),
+            "mapping_dtype": (self.mapping_dtype, MAPPING_DTYPES),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
@@ -145,7 +147,9 @@ class _BinaryWeights(nn.Module):
         if self.weight_binarizer == "sign":
             binary = ste_sign(kernel, clip)
         else:
-            mapping = MappingNet(residual=self.residual_mapping, name="mapping")
+            mapping = MappingNet(
+                residual=self.residual_mapping, dtype=self.mapping_dtype, name="mapping"
+            )
             q_hat = mapping(kernel)  # Eq. 4
             q_tilde = self._noisy_labels(kernel)
             aux = lns_loss(q_hat, q_tilde, self.rho_pos, self.rho_neg, self.aux_reduction)
@@ -223,6 +227,7 @@ class BinaryConv(_BinaryWeights):
       rho_pos, rho_neg: noise rates of Eqs. 8-9 (D4). aux_reduction: ``"mean"`` (Eq. 16, D3
         default) or ``"sum"`` (Eq. 17). labels: ``"current"`` or ``"pretrained"`` (D1).
       residual_mapping: zero-initialised residual mapping (D6 option).
+      mapping_dtype: compute dtype of the mapping network, ``"float32"`` or ``"bfloat16"``.
       dtype: compute dtype (``None``: the input's).
 
     ``__call__(x, accumulate=False)``; deployed, ``accumulate=True`` returns the ``int32``

@@ -74,6 +74,7 @@ def build_model(config: ConfigDict, num_classes: int, stage: str):
         labels=config.lns.labels,
         residual_mapping=config.lns.residual,
         cls_grad_to_w=config.lns.get("cls_grad_to_w", "mapping"),
+        mapping_dtype=config.lns.mapping_dtype,
     )
     kwargs = {k: v for k, v in config.model.to_dict().items() if k not in ("name", "dtype")}
     dtype = jnp.dtype(config.model.get("dtype", "float32"))

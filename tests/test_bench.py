@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+import bnnns
 from bnnns import bench
 from bnnns.layers import BinaryConv, drop_sown
 
@@ -50,6 +51,8 @@ def test_quick_prints_one_json_object_per_line():
         if x["binarizer"] == "lns":
             assert x["n_mapping_params"] > 0 and x["mapping_s_median"] > 0
             assert "mapping_share" in x
+            assert 0 < x["mapping_flops_share"] < 1
+            assert x["analytic_step_flops_valid"] < x["analytic_step_flops_plain"]
     summaries = {x["model"]: x for x in lines if x["kind"] == "summary"}
     assert set(summaries) == {"resnet20", "birealnet18"}
     for s in summaries.values():
@@ -133,3 +136,86 @@ def test_parse_lines_accepts_peer_prefixes():
         {"pair_ratio_median": 2},
         {"kind": "step"},
     ]
+
+
+def _lines(capsys):
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_analytic_mapping_flops_counts_pairs():
+    f = bench.analytic_mapping_flops([(3, 3, 4, 5)])
+    assert f["analytic_fwd_flops_plain"] == 1296 * 5 * 4**2  # 81 (position, tap) pairs
+    assert f["analytic_fwd_flops_valid"] == 784 * 5 * 4**2  # 49 of them read real pixels
+    assert f["analytic_step_flops_valid"] == 3 * f["analytic_fwd_flops_valid"]
+    dense, five = (
+        bench.analytic_mapping_flops([(8, 5)]),
+        bench.analytic_mapping_flops([(5, 5, 2, 3)]),
+    )
+    assert dense["analytic_fwd_flops_plain"] == 9 * dense["analytic_fwd_flops_valid"]  # 1x1: 1 tap
+    assert five["analytic_fwd_flops_valid"] / five["analytic_fwd_flops_plain"] == 169 / 225
+
+
+def test_analytic_figure_matches_xla_cost_analysis():
+    """XLA counts the valid pairs of the plain conv too; the norms, ReLUs and (valid taps) the
+    accumulation adds are the rest: a few % at c = 16, less when wider."""
+    kernel = jnp.ones((3, 3, 16, 32))
+    for impl in ("conv", "valid_taps"):
+        net = bnnns.MappingNet(conv_impl=impl)
+        params = net.init(jax.random.key(0), kernel)
+        xla = bench._flops(jax.jit(net.apply).lower(params, kernel).compile())
+        analytic = bench.analytic_mapping_flops([kernel.shape])["analytic_fwd_flops_valid"]
+        assert 1.0 <= xla / analytic < 1.3, (impl, xla, analytic)
+
+
+def test_mapping_ab_compares_the_implementations(capsys):
+    argv = ["--mapping-ab", "--models", "cnn", "--width", "4", "--warmup", "0", "--steps", "1"]
+    assert bench.main(argv) == 0
+    lines = _lines(capsys)
+    runs = {x["variant"]: x for x in lines if x["kind"] == "mapping_ab"}
+    assert set(runs) == set(bench.AB_VARIANTS)
+    for x in runs.values():  # the same dL/dW from every implementation
+        assert x["rel_l2_dW_vs_reference"] < 1e-4 and x["xla_peak_mib"] > 0
+    (summary,) = [x for x in lines if x["kind"] == "mapping_ab_summary"]
+    assert summary["speedup_auto_median"] > 0 and len(summary["loadavg_before"]) == 3
+    (target,) = [x for x in lines if x["kind"] == "target"]
+    assert target["target"] == 1.5 and target["value"] == summary["speedup_auto_median"]
+
+
+def test_reference_binarizer_uses_the_old_mapping_network():
+    case = bench.Case("resnet20", "lns_ref", 2, 8, 4)
+    model, shape, _ = bench.build(case)
+    with bench.reference_mapping():
+        params = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, *shape)))["params"]
+    first = params["BinaryConv_0"]["mapping"]
+    assert set(first["Conv_0"]) == {"kernel", "bias"}  # the pre-norm biases of the old net
+    params = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, *shape)))["params"]
+    assert set(params["BinaryConv_0"]["mapping"]["Conv_0"]) == {"kernel"}
+
+
+def test_costs_per_model_including_any_zoo_model(capsys):
+    """The recipes' models run the same code (their cost fields: the --quick test above)."""
+    argv = ["--costs", "--models", "cnn", "--batch", "2", "--image", "16", "--warmup", "0",
+            "--steps", "1"]  # fmt: skip
+    assert bench.main(argv) == 0
+    costs = {x["model"]: x for x in _lines(capsys) if x["kind"] == "cost"}
+    assert set(costs) == {"cnn"}
+    for c in costs.values():
+        assert 0 < c["mapping_flops_share"] < 1 and c["mapping_time_share"] > 0
+        assert c["step_flops_lns_minus_sign"] > 0 and c["lns_over_sign_paired"] > 0
+        assert 0.9 < c["mapping_flops_over_analytic_valid"] < 1.3
+
+
+@pytest.mark.slow
+def test_gpu_step_script_runs_on_cpu_at_tiny_sizes(capsys):
+    """The accelerator script (not measured here: no device) runs end to end."""
+    argv = ["--gpu-step", "--gpu-batches", "2", "--image", "16", "--width", "2", "--warmup", "0",
+            "--steps", "1"]  # fmt: skip
+    assert bench.main(argv) == 0
+    lines = _lines(capsys)
+    steps = {x["binarizer"] for x in lines if x["kind"] == "step"}
+    assert steps == {"sign", "lns", "lns_bf16"}
+    (g,) = [x for x in lines if x["kind"] == "gpu_step"]
+    assert (
+        g["batch"] == 2 and g["device"] and g["lns_over_sign"] > 0 and g["lns_bf16_over_sign"] > 0
+    )
+    assert g["lns_bf16_img_per_s"] > 0

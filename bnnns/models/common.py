@@ -23,7 +23,8 @@ class BinaryOptions:
     D2; ``"deployed"`` for inference from an artifact, §1.7), ``weight_scale`` (D8),
     ``weight_ste`` (D2), ``weight_clip``, ``activation`` and ``act_clip`` (D9),
     ``rho_pos``/``rho_neg`` (D4), ``aux_reduction`` (D3), ``labels`` (D1),
-    ``residual_mapping`` (D6), ``cls_grad_to_w`` (D14).
+    ``residual_mapping`` (D6), ``cls_grad_to_w`` (D14),
+    ``mapping_dtype`` (the mapping networks' compute dtype).
     """
 
     weight_binarizer: str = "sign"
@@ -37,6 +38,7 @@ class BinaryOptions:
     aux_reduction: str = "mean"
     labels: str = "current"
     residual_mapping: bool = False
+    mapping_dtype: str = "float32"
     cls_grad_to_w: str = "mapping"
 
     @property
