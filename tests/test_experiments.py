@@ -83,6 +83,9 @@ def test_ablation_then_flips_and_sweep_reuse_finished_runs(tmp_path, monkeypatch
     assert "| LNS |" in (out / "ablation.md").read_text()
     assert (out / "ablation.png").stat().st_size > 0
 
+    # Fig. 3 adds fine-tuning at lr 0.001 and 0.0001 to the ablation's runs.
+    experiments.main(["flips", "--seeds", "2", "--workdir", root, "--out", str(out)])
+
     # From here on every run must come from a summary.json already on disk.
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
@@ -90,7 +93,9 @@ def test_ablation_then_flips_and_sweep_reuse_finished_runs(tmp_path, monkeypatch
     monkeypatch.setattr("bnnns.train_lib.train_and_evaluate", no_training)
     experiments.main(["flips", "--seeds", "2", "--workdir", root, "--out", str(out)])
     flips = json.loads((out / "flips.json").read_text())
+    assert set(flips["curves"]) == set(experiments.FIG3_ROWS)
     assert len(flips["curves"]["LNS"]["flip_rate"]) == 2
+    assert len(flips["curves"]["LNS"]["train_ce"]) == 3  # epoch 0: the pretrained model
     assert set(flips["label_agreement"]) == {"BinaryConv_0", "BinaryConv_1", "BinaryConv_2"}
     assert (out / "flips.png").stat().st_size > 0
 
