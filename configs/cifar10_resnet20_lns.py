@@ -5,8 +5,8 @@
 
 Recipe (§4, Part A): warm start of the mapping networks until the auxiliary loss has converged
 (D7), then 120 epochs of SGD momentum 0.9, lr 0.01, x0.1 at epochs 30/60/90, batch 128; alpha = 1,
-rho = 0.005 (D4), the mean auxiliary loss (D3; with the sum of Eq. 17 SGD at lr 0.01 diverges,
-tests/test_stability.py), labels sign(W) of the current weights (D1), the clipped weight STE on
+rho = 0.005 (D4), the mean auxiliary loss (D3; with the sum of Eq. 17 SGD at lr 0.01 diverged
+on MNIST, RESULTS.md), labels sign(W) of the current weights (D1), the clipped weight STE on
 q^ (D2). Paper: 85.78 (85.56 +- 0.11).
 """
 
