@@ -127,23 +127,22 @@ def warm_start_mapping(
         loss = collect_aux_loss(cols["lns"])
         return loss, (loss - floor, {k: v["label_agreement"] for k, v in stats.items()})
 
+    # One jitted step called from Python, not a ``lax.scan`` over ``check_every`` steps: XLA's
+    # CPU backend ran the scanned loop ~15x slower per step (resnet20's 2M-parameter mapping:
+    # 0.39 s against 0.026 s per step, 2 cores), and a dispatch per step costs microseconds.
     @jax.jit
-    def steps(mapping_params, opt_state, rest):
-        def body(carry, _):
-            mp, os = carry
-            grads = jax.grad(lambda m: aux(m, rest)[0])(mp)
-            updates, os = tx.update(grads, os, mp)
-            return (optax.apply_updates(mp, updates), os), None
-
-        (mp, os), _ = jax.lax.scan(body, (mapping_params, opt_state), None, length=check_every)
-        return mp, os
+    def step(mapping_params, opt_state, rest):
+        grads = jax.grad(lambda m: aux(m, rest)[0])(mapping_params)
+        updates, opt_state = tx.update(grads, opt_state, mapping_params)
+        return optax.apply_updates(mapping_params, updates), opt_state
 
     opt_state = tx.init(mapping)
     evaluate = jax.jit(aux)
     loss, (excess, agreement) = evaluate(mapping, rest)
     done, converged = 0, False
     while done < max_steps:
-        mapping, opt_state = steps(mapping, opt_state, rest)
+        for _ in range(check_every):
+            mapping, opt_state = step(mapping, opt_state, rest)
         done += check_every
         previous = float(excess)
         loss, (excess, agreement) = evaluate(mapping, rest)

@@ -5,9 +5,15 @@
 
 Recipe (§4, Part A): warm start of the mapping networks until the auxiliary loss has converged
 (D7), then 120 epochs of SGD momentum 0.9, lr 0.01, x0.1 at epochs 30/60/90, batch 128; alpha = 1,
-rho = 0.005 (D4), the mean auxiliary loss (D3; with the sum of Eq. 17 SGD at lr 0.01 diverged
-on MNIST, RESULTS.md), labels sign(W) of the current weights (D1), the clipped weight STE on
-q^ (D2). Paper: 85.78 (85.56 +- 0.11).
+rho = 0.005 (D4), the mean auxiliary loss (D3), labels sign(W) of the current weights (D1), the
+clipped weight STE on q^ (D2). Paper: 85.78 (85.56 +- 0.11).
+
+With the sum of Eq. 17 instead of the mean, SGD at lr 0.01 diverged on MNIST and, on mock data,
+on this recipe (non-finite by step 5; RESULTS.md). Check a variant before a long run (CI runs
+this in tests/test_stability.py):
+
+    python -m bnnns.stability --config configs/cifar10_resnet20_lns.py \
+        --pretrain-config configs/cifar10_resnet20_pretrain.py --alphas 1 5 --reductions mean sum
 """
 
 from bnnns.default_config import base_config
