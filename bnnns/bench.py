@@ -65,7 +65,7 @@ MIB = 1024.0 * 1024.0
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The peer scripts: $BNNNS_PEERS, else shared/peers beside the repository (/work/shared/peers).
 PEERS_DIR = os.environ.get("BNNNS_PEERS", os.path.join(os.path.dirname(REPO), "shared", "peers"))
-PEERBENCH = os.environ.get("PEERBENCH", "/root/peerbench")
+PEERBENCH = os.environ.get("PEERBENCH", os.path.expanduser("~/peerbench"))
 # (batch, image size, base width) per model, for the full run and for --quick.
 DEFAULTS: dict[str, dict[str, tuple[int, int, int]]] = {
     "resnet20": {"full": (128, 32, 16), "quick": (128, 32, 16)},
