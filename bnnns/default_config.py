@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict
 
-__all__ = ["base_config", "load_config_file", "optimization"]
+__all__ = ["base_config", "imagenet_config", "load_config_file", "optimization"]
 
 
 def optimization(**overrides) -> ConfigDict:
@@ -88,6 +88,36 @@ def base_config() -> ConfigDict:
     c.progress_bar = True
     c.mesh_shape = (-1,)  # ("data",) mesh over all devices
     c.split_mapping = True  # LNS mapping nets: filters split over the mesh (docs/scaling.md)
+    return c
+
+
+def imagenet_config(stage: str, model: dict, binary: dict, init_from: str = "") -> ConfigDict:
+    """The paper's ImageNet recipe (method.md §4, Q11) for one stage of ``model``.
+
+    ``"pretrain"``: 120 epochs, lr 0.1 x0.1 at epochs 70/90/110. ``"lns"``: warm start (D7), then
+    45 epochs from ``init_from``, lr 0.01 x0.1 every 15 epochs, alpha = 1, rho = 0.005 (CIFAR
+    values, Q11). Both: SGD momentum 0.9, weight decay 0, batch 256, 224x224 crops; ``model``
+    and ``binary`` update the config's sections. ``configs/imagenet_*.py`` build on this.
+    """
+    c = base_config()
+    c.dataset = "tfds:imagenet2012"
+    c.stages = stage
+    c.image_size = 224
+    c.model.update(model)
+    c.binary.update(binary)
+    c.batch_size = 256
+    c.eval_batch_size = 500
+    c.data_threads = 16
+    c.checkpoint_every_steps = 2000
+    sgd = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "schedule": "step"}
+    if stage == "pretrain":
+        c.pretrain.update(epochs=120, learning_rate=0.1, decay_epochs=(70, 90, 110), **sgd)
+    elif stage == "lns":
+        c.init_from = init_from
+        c.lns.update(epochs=45, learning_rate=0.01, decay_epochs=(15, 30), decay_factor=0.1, **sgd)
+        c.lns.update(alpha=1.0, rho_pos=0.005, rho_neg=0.005)
+    else:
+        raise ValueError(f"stage must be 'pretrain' or 'lns', got {stage!r}")
     return c
 
 

@@ -9,27 +9,12 @@ layer-wise scale factor" (§5.3): ``mean|W|`` per layer, identity weight STE, ``
 activations with the clipped STE (Q9). conv0 and fct real; conv1-4, fc0, fc1 binary (§6.2).
 """
 
-from bnnns.default_config import base_config
+from bnnns.default_config import imagenet_config
 
 
 def get_config():
-    c = base_config()
-    c.dataset = "tfds:imagenet2012"
-    c.stages = "pretrain"
-    c.image_size = 224
-    c.model.update(name="alexnet_dorefa")
-    c.binary.update(weight_scale="layer", weight_ste="identity", activation="ste_sign")
-    c.batch_size = 256
-    c.eval_batch_size = 500
-    c.data_threads = 16
-    c.pretrain.update(
-        epochs=120,
-        optimizer="sgd",
-        learning_rate=0.1,
-        momentum=0.9,
-        weight_decay=0.0,
-        schedule="step",
-        decay_epochs=(70, 90, 110),
+    return imagenet_config(
+        "pretrain",
+        {"name": "alexnet_dorefa"},
+        {"weight_scale": "layer", "weight_ste": "identity", "activation": "ste_sign"},
     )
-    c.checkpoint_every_steps = 2000
-    return c

@@ -8,27 +8,12 @@ ApproxSign activations, clipped weight STE (Bi-Real). Needs ImageNet prepared fo
 ArrayRecord (`tfds build --file_format=array_record imagenet2012` with the manual download).
 """
 
-from bnnns.default_config import base_config
+from bnnns.default_config import imagenet_config
 
 
 def get_config():
-    c = base_config()
-    c.dataset = "tfds:imagenet2012"
-    c.stages = "pretrain"
-    c.image_size = 224
-    c.model.update(name="birealnet18", prelu=True)
-    c.binary.update(weight_scale="channel", weight_ste="clipped", activation="approx_sign")
-    c.batch_size = 256
-    c.eval_batch_size = 500
-    c.data_threads = 16
-    c.pretrain.update(
-        epochs=120,
-        optimizer="sgd",
-        learning_rate=0.1,
-        momentum=0.9,
-        weight_decay=0.0,
-        schedule="step",
-        decay_epochs=(70, 90, 110),
+    return imagenet_config(
+        "pretrain",
+        {"name": "birealnet18", "prelu": True},
+        {"weight_scale": "channel", "weight_ste": "clipped", "activation": "approx_sign"},
     )
-    c.checkpoint_every_steps = 2000
-    return c

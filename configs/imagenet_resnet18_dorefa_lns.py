@@ -9,33 +9,15 @@ says 60 epochs for this ablation (§4 warning): set ``--config.lns.epochs=60
 --config.lns.decay_epochs='(20,40)'`` to follow it.
 """
 
-from bnnns.default_config import base_config
+from bnnns.default_config import imagenet_config
 
 
 def get_config():
-    c = base_config()
-    c.dataset = "tfds:imagenet2012"
-    c.stages = "lns"
-    c.init_from = "runs/in_resnet18_pretrain"
-    c.image_size = 224
-    c.model.update(name="resnet18_dorefa")
-    c.binary.update(weight_scale="layer", weight_ste="identity", activation="ste_sign")
-    c.batch_size = 256
-    c.eval_batch_size = 500
-    c.data_threads = 16
-    c.lns.update(
-        epochs=45,
-        optimizer="sgd",
-        learning_rate=0.01,
-        momentum=0.9,
-        weight_decay=0.0,
-        schedule="step",
-        decay_epochs=(15, 30),
-        decay_factor=0.1,
-        alpha=1.0,
-        rho_pos=0.005,
-        rho_neg=0.005,
-        weight_ste="identity",
-    )  # D2
-    c.checkpoint_every_steps = 2000
+    c = imagenet_config(
+        "lns",
+        {"name": "resnet18_dorefa"},
+        {"weight_scale": "layer", "weight_ste": "identity", "activation": "ste_sign"},
+        init_from="runs/in_resnet18_pretrain",
+    )
+    c.lns.weight_ste = "identity"  # D2
     return c

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bnnns.models.common import BinaryOptions, PReLU, batch_norm
+from bnnns.models.common import BinaryOptions, PReLU, batch_norm, imagenet_stem
 
 __all__ = ["BiRealNet18"]
 
@@ -36,9 +36,7 @@ class BiRealNet18(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         b, dt, w = self.binary, self.dtype, self.width
-        x = nn.Conv(w, (7, 7), (2, 2), padding=3, use_bias=False, dtype=dt, name="stem")(x)
-        x = batch_norm(train, dt)(x)
-        x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+        x = imagenet_stem(x, w, train, dt)
         for stage, features in enumerate((w, 2 * w, 4 * w, 8 * w)):
             for block in range(4):
                 stride = 2 if stage > 0 and block == 0 else 1

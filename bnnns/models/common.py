@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from bnnns.binary_ops import fold_norm_threshold, threshold_sign
 from bnnns.layers import BinaryConv, BinaryDense
 
-__all__ = ["BinaryOptions", "BatchNorm", "batch_norm", "norm_to_sign", "PReLU"]
+__all__ = ["BinaryOptions", "BatchNorm", "batch_norm", "imagenet_stem", "norm_to_sign", "PReLU"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +87,15 @@ def batch_norm(train: bool, dtype: Any = None, name: str | None = None) -> Batch
     return BatchNorm(
         use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
     )
+
+
+def imagenet_stem(x: jax.Array, width: int, train: bool, dtype: Any = None) -> jax.Array:
+    """ResNet's real ImageNet stem: conv 7x7/2 (``width``) -> BN -> maxpool 3x3/2, no ReLU (the
+    next layer takes the sign of its input, as in Bi-Real, §6.4). Call it inside a module's
+    ``nn.compact`` method: its layers are that module's ``stem`` and first ``BatchNorm``."""
+    x = nn.Conv(width, (7, 7), (2, 2), padding=3, use_bias=False, dtype=dtype, name="stem")(x)
+    x = batch_norm(train, dtype)(x)
+    return nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
 
 
 def norm_to_sign(

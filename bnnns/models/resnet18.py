@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bnnns.models.common import BinaryOptions, batch_norm, norm_to_sign
+from bnnns.models.common import BinaryOptions, batch_norm, imagenet_stem, norm_to_sign
 
 __all__ = ["ResNet18"]
 
@@ -36,9 +36,7 @@ class ResNet18(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         b, dt, w = self.binary, self.dtype, self.width
-        x = nn.Conv(w, (7, 7), (2, 2), padding=3, use_bias=False, dtype=dt, name="stem")(x)
-        x = batch_norm(train, dt)(x)
-        x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+        x = imagenet_stem(x, w, train, dt)
         pad = ((1, 1), (1, 1))
         for stage, features in enumerate((w, 2 * w, 4 * w, 8 * w)):
             for block in range(2):
