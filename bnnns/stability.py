@@ -31,10 +31,10 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from bnnns.default_config import load_config_file
-from bnnns.optim import make_optimizer, mapping_lr_scales, parse_lr_scale
+from bnnns.optim import make_optimizer
 from bnnns.stage_init import fresh_state, transfer_pretrained, warm_start_mapping
 from bnnns.steps import train_step
-from bnnns.train_lib import build_model
+from bnnns.train_lib import build_model, lns_lr_scales
 
 __all__ = ["mock_batches", "probe_stability", "is_stable", "main"]
 
@@ -56,18 +56,6 @@ def mock_batches(
             "label": jnp.asarray(y.astype(np.int32)),
             "mask": jnp.ones(batch),
         }
-
-
-def _lns_optimizer(config: ConfigDict, model, dummy: jax.Array, steps_per_epoch: int):
-    """The LNS stage's optimizer as :mod:`bnnns.train_lib` builds it (incl. D15's lr scale)."""
-    scale = parse_lr_scale(config.lns.get("mapping_lr_scale", "1"))
-    scales = None
-    if scale != 1.0:
-        params = jax.eval_shape(
-            functools.partial(model.init, train=False), jax.random.key(0), dummy
-        )
-        scales = mapping_lr_scales(params["params"], scale)
-    return make_optimizer(config.lns, steps_per_epoch, scales)
 
 
 def probe_stability(
@@ -115,7 +103,7 @@ def probe_stability(
     }
     t0 = time.time()
     model = build_model(lns_config, classes, "lns")
-    tx = _lns_optimizer(lns_config, model, dummy, steps_per_epoch)
+    tx = make_optimizer(lns_config.lns, steps_per_epoch, lns_lr_scales(lns_config, model, dummy))
     lns = fresh_state(model, tx, jax.random.key(seed + 1), dummy)
     lns = transfer_pretrained(lns, state, model, tx, dummy)
     lns, warm = warm_start_mapping(
@@ -150,21 +138,8 @@ def probe_stability(
                     "seconds": time.time() - t0,
                 }
             )
-    warm = {k: v for k, v in warm.items() if k != "agreement"}
-    return {"pretrain": pretrain, "warm_start": warm, "layers": len(_lns_layers(lns)), "runs": runs}
-
-
-def _lns_layers(state) -> list[str]:
-    """Names of the LNS layers (those with a mapping network) of a state's params."""
-    from flax import traverse_util
-
-    return sorted(
-        {
-            "/".join(p[: p.index("mapping")])
-            for p in traverse_util.flatten_dict(state.params)
-            if "mapping" in p
-        }
-    )
+    layers = len(warm.pop("agreement"))  # one entry per LNS layer
+    return {"pretrain": pretrain, "warm_start": warm, "layers": layers, "runs": runs}
 
 
 def is_stable(run: dict[str, Any], layers: int, *, window: int = 5, slack: float = 0.05) -> bool:

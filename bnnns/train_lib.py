@@ -34,6 +34,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,7 +54,14 @@ from bnnns.stage_init import fresh_state, transfer_pretrained, warm_start_mappin
 from bnnns.steps import TrainState, binary_weights, eval_step, train_step
 from bnnns.workdir import WorkdirLock, check_rerun_config, write_json_atomic
 
-__all__ = ["train_and_evaluate", "restore_stage", "build_model", "load_data", "Callback"]
+__all__ = [
+    "train_and_evaluate",
+    "restore_stage",
+    "build_model",
+    "lns_lr_scales",
+    "load_data",
+    "Callback",
+]
 
 Callback = Callable[[dict], None]
 
@@ -139,6 +147,18 @@ class _Run:
 
     def steps_per_epoch(self) -> int:
         return data_lib.steps_per_epoch(len(self.splits["train"]), self.config.batch_size, True)
+
+
+def lns_lr_scales(config: ConfigDict, model: nn.Module, dummy_input: jax.Array) -> dict | None:
+    """Per-parameter lr multipliers of ``model``'s LNS stage from ``lns.mapping_lr_scale`` (D15;
+    :func:`bnnns.optim.mapping_lr_scales`), or None when the scale is 1 (Algorithm 1 line 13)."""
+    scale = parse_lr_scale(config.lns.get("mapping_lr_scale", "1"))
+    if scale == 1.0:
+        return None
+    variables = jax.eval_shape(
+        functools.partial(model.init, train=False), jax.random.key(0), dummy_input
+    )
+    return mapping_lr_scales(variables["params"], scale)
 
 
 def _stage_seed_key(config: ConfigDict, stage: str) -> jax.Array:
@@ -270,15 +290,9 @@ class _Stage:
 
     def _lr_scales(self) -> dict | None:
         """Per-parameter lr multipliers of the LNS stage (``lns.mapping_lr_scale``), or None."""
-        scale = parse_lr_scale(self.run.config.lns.get("mapping_lr_scale", "1"))
-        if self.name != "lns" or scale == 1.0:
+        if self.name != "lns":
             return None
-        variables = jax.eval_shape(
-            functools.partial(self.model.init, train=False),
-            _stage_seed_key(self.run.config, self.name),
-            self.run.dummy_input(),
-        )
-        return mapping_lr_scales(variables["params"], scale)
+        return lns_lr_scales(self.run.config, self.model, self.run.dummy_input())
 
     # -- starting points -------------------------------------------------------------------
     def initial_state(self, pretrained: TrainState | None) -> tuple[TrainState, dict]:

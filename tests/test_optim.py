@@ -63,3 +63,21 @@ def test_parse_lr_scale():
     assert parse_lr_scale("1/N") == "1/N"
     for bad in ("-0.1", "nan", "inf", "fast", None):
         assert parse_lr_scale(bad) is None
+
+
+def test_lns_lr_scales_of_a_config():
+    """What the LNS stage (train_lib) and bnnns.stability build their optimizer with."""
+    from flax import traverse_util
+    from helpers import tiny_config
+
+    from bnnns.train_lib import build_model, lns_lr_scales
+
+    dummy = jnp.zeros((1, 28, 28, 1))
+    config = tiny_config(**{"lns.mapping_lr_scale": "1"})
+    model = build_model(config, 10, "lns")
+    assert lns_lr_scales(config, model, dummy) is None  # Algorithm 1: one lr
+    config.lns.mapping_lr_scale = "0.5"
+    flat = traverse_util.flatten_dict(lns_lr_scales(config, model, dummy))
+    mapping = {k: v for k, v in flat.items() if "mapping" in k}
+    assert mapping and set(mapping.values()) == {0.5}
+    assert {v for k, v in flat.items() if k not in mapping} == {1.0}
