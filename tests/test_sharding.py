@@ -25,14 +25,27 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEVICES = 8
 STEPS = 3
 GLOBAL_BATCH = 64
-# Tolerance: float32 reduction order only (8 partial sums + an all-reduce vs one sum), per leaf
-# relative to the largest element of its module (see _tree_diff). The model keeps its LNS binary
-# weights but has real activations: with sign activations a BatchNorm output within ~1e-7 of 0
-# takes the other sign on 8 devices, a different (equally valid) network, not a parallelism
-# error (measured: 1.5% on the stem BatchNorm's gradient after one step). SGD, not Adam: Adam's
-# first step is lr * g / |g|, which turns the noise of a gradient that is 0 in exact arithmetic
-# (the biases of the mapping convs in front of FilterBankNorm) into a full +-lr step.
+# Tolerance: float32 reduction order only (8 partial sums + an all-reduce vs one sum).
+# params and opt_state (what the gradients feed) get a bound derived per element from float32
+# rounding (see _rounding_bounds): two orders of an n-term float32 sum differ by at most
+# 2 (n - 1) u sum_i |x_i| (u = 2^-24; Higham, "Accuracy and Stability of Numerical
+# Algorithms", eq. 4.4, first order), with n = the global batch and |x_i| the per-example
+# gradients (jacrev), times SUMMAND_FACTOR for the rounding inside each summand (its spatial sum
+# and BatchNorm's batch statistics feed every summand with an error of the same order); carried
+# through SGD momentum, plus one rounding of each parameter per update. Measured on a 2-core AMD
+# EPYC (AVX2): the worst element reached 0.28 of the bound at 8 devices, 0.25 with the batch's
+# rows reversed on 1 device (another order of the same sums), which the test checks as well.
+# batch_stats and metrics (means over >= 64 x 28 x 28 terms) keep a bound relative to the
+# largest element of their module (see _tree_diff).
+# The model keeps its LNS binary weights but has real activations: with sign activations a
+# BatchNorm output within ~1e-7 of 0 takes the other sign on 8 devices, a different (equally
+# valid) network, not a parallelism error (measured: 1.5% on the stem BatchNorm's gradient after
+# one step). SGD, not Adam: Adam's first step is lr * g / |g|, which turns the noise of a
+# gradient that is 0 in exact arithmetic (the biases of the mapping convs in front of
+# FilterBankNorm) into a full +-lr step.
 RTOL, ATOL = 1e-5, 1e-6
+SUMMAND_FACTOR = 4
+LEARNING_RATE, MOMENTUM = 1e-3, 0.9
 
 
 # -- pytest side ------------------------------------------------------------------------------
@@ -76,6 +89,16 @@ def test_8_devices_match_1_device(eight_devices):
     assert diffs["params_moved"] > 1e-3
 
 
+def test_rounding_bound_is_float32_noise(eight_devices):
+    """The derived bound admits another order of the same sums on 1 device (the batch's rows
+    reversed), and it is tight: relative to each module's largest element it stays below 1e-3,
+    so an error of 0.1% of a gradient (a lost shard, a 1/8 scaling) cannot pass."""
+    reordered = eight_devices["diff_one_vs_reordered"]
+    for group in ("params", "opt_state"):
+        assert reordered[group]["ok"], (group, reordered[group]["worst"])
+    assert 0 < eight_devices["bound_over_scale"] < 1e-3, eight_devices["bound_over_scale"]
+
+
 def test_split_mapping_matches_replicated(eight_devices):
     diffs = eight_devices["diff_split_vs_replicated"]
     for group in ("params", "batch_stats", "opt_state", "metrics"):
@@ -95,7 +118,12 @@ def test_shardings(eight_devices):
 
 def test_step_traced_once(eight_devices):
     """chex.assert_max_traces(n=1) around train_step did not fire over STEPS calls."""
-    assert eight_devices["traces"] == {"one": 1, "eight": 1, "eight_replicated": 1}
+    assert eight_devices["traces"] == {
+        "one": 1,
+        "eight": 1,
+        "eight_replicated": 1,
+        "one_reordered": 1,
+    }
 
 
 def test_mesh_and_batch_checks(eight_devices):
@@ -163,15 +191,125 @@ def _tree_diff(a, b, rtol=RTOL, atol=ATOL, by_module=True) -> dict:
     return {"ok": ok, "worst": worst[1:]}
 
 
-def _compare(a, b) -> dict:
+def _bound_diff(a, b, bound) -> dict:
+    """Whether ``|a - b| <= bound`` elementwise in every leaf; the worst leaf's name, its
+    largest ``|a - b| / bound``, and that element's error and bound."""
+    import jax
+
+    worst, ok = (-np.inf, "", 0.0, 0.0), True
+    for (path, x), y, d in zip(
+        jax.tree_util.tree_flatten_with_path(a)[0],
+        jax.tree.leaves(b),
+        jax.tree.leaves(bound),
+        strict=True,
+    ):
+        err = np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))
+        if not err.size:
+            continue
+        ratio = err / np.asarray(d, np.float64)
+        i = int(np.argmax(ratio))
+        ok &= bool(ratio.flat[i] <= 1.0)
+        if ratio.flat[i] > worst[0]:
+            worst = (float(ratio.flat[i]), jax.tree_util.keystr(path), err.flat[i], d.flat[i])
+    return {"ok": ok, "worst": [worst[1], worst[0], float(worst[2]), float(worst[3])]}
+
+
+def _abs_grad(model, state, batch, alpha: float):
+    """``sum_b |d l_b / d theta| + alpha |d aux / d theta|``: the absolute summands of the batch
+    reduction in the step's gradient of ``l_cls + alpha * aux`` (Eq. 21), ``l_b`` example b's
+    share of the masked mean cross-entropy (BatchNorm in train mode, as in the step)."""
+    import jax
+    import jax.numpy as jnp
+
+    from bnnns.layers import collect_aux_loss
+    from bnnns.steps import MUTABLE_TRAIN
+
+    def losses(params):
+        logits, updates = model.apply(
+            {"params": params, **state.model_state},
+            batch["image"],
+            train=True,
+            mutable=list(MUTABLE_TRAIN),
+        )
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+        nll = -jnp.take_along_axis(logp, batch["label"][:, None], axis=-1)[:, 0]
+        count = jnp.maximum(jnp.sum(batch["mask"]), 1.0)
+        return nll * batch["mask"] / count, collect_aux_loss(updates.get("lns", {}))
+
+    per_example = jax.jacrev(lambda p: losses(p)[0])(state.params)
+    aux = jax.grad(lambda p: losses(p)[1])(state.params)
+    return jax.tree.map(lambda j, a: jnp.sum(jnp.abs(j), 0) + alpha * jnp.abs(a), per_example, aux)
+
+
+def _rounding_bounds(abs_grads: list, params, batch_size: int) -> dict:
+    """Per-element float32 bounds on ``|one - eight|`` for the momentum trace and the params
+    after ``len(abs_grads)`` SGD-momentum steps (see RTOL): the gradient of step t may differ by
+    ``e_t = SUMMAND_FACTOR * 2 (n - 1) u * abs_grads[t]``, the trace by
+    ``E_t = MOMENTUM * E_{t-1} + e_t``, and the params by ``lr * sum_t E_t`` plus one rounding of
+    each parameter per step (``2 u |theta|``, both sides)."""
+    import jax
+
+    u = 2.0**-24
+    per_step = [
+        jax.tree.map(lambda a: SUMMAND_FACTOR * 2 * (batch_size - 1) * u * np.asarray(a), g)
+        for g in abs_grads
+    ]
+    traces, trace = [], None
+    for e in per_step:
+        trace = e if trace is None else jax.tree.map(lambda t, x: MOMENTUM * t + x, trace, e)
+        traces.append(trace)
+    steps = len(abs_grads)
+    params_bound = jax.tree.map(
+        lambda p, *ts: LEARNING_RATE * sum(ts) + 2 * steps * u * np.abs(np.asarray(p)) + 1e-12,
+        params,
+        *traces,
+    )
+    return {"trace": jax.tree.map(lambda t: t + 1e-12, trace), "params": params_bound}
+
+
+def _compare(a, b, bounds: dict | None = None) -> dict:
+    """Groups of the two final (state, metrics); ``bounds`` (of :func:`_rounding_bounds`) for
+    params and opt_state, else the module-relative RTOL/ATOL of :func:`_tree_diff`."""
     (sa, ma), (sb, mb) = a, b
+    if bounds is None:
+        params = _tree_diff(sa.params, sb.params)
+        opt_state = _tree_diff(sa.opt_state, sb.opt_state)
+    else:
+        params = _bound_diff(sa.params, sb.params, bounds["params"])
+        opt_state = _bound_diff(sa.opt_state[0].trace, sb.opt_state[0].trace, bounds["trace"])
     return {
-        "params": _tree_diff(sa.params, sb.params),
+        "params": params,
         "batch_stats": _tree_diff(sa.model_state["batch_stats"], sb.model_state["batch_stats"]),
-        "opt_state": _tree_diff(sa.opt_state, sb.opt_state),
+        "opt_state": opt_state,
         "metrics": _tree_diff(ma, mb, by_module=False),
         "steps": [int(sa.step), int(sb.step)],
     }
+
+
+def _abs_grad(model, state, batch, alpha):
+    """sum_b |d l_b / d theta| / B + alpha |d aux / d theta|: the absolute summands of the
+    batch reduction in the step's gradient."""
+    import jax
+    import jax.numpy as jnp
+
+    from bnnns.layers import collect_aux_loss
+    from bnnns.steps import MUTABLE_TRAIN
+
+    def per_example(params):
+        logits, updates = model.apply(
+            {"params": params, **state.model_state},
+            batch["image"],
+            train=True,
+            mutable=list(MUTABLE_TRAIN),
+        )
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+        nll = -jnp.take_along_axis(logp, batch["label"][:, None], axis=-1)[:, 0]
+        n = jnp.maximum(jnp.sum(batch["mask"]), 1.0)
+        return nll * batch["mask"] / n, collect_aux_loss(updates.get("lns", {}))
+
+    jac = jax.jacrev(lambda p: per_example(p)[0])(state.params)
+    gaux = jax.grad(lambda p: per_example(p)[1])(state.params)
+    return jax.tree.map(lambda j, a: jnp.sum(jnp.abs(j), 0) + alpha * jnp.abs(a), jac, gaux)
 
 
 def worker(out: str) -> None:
@@ -194,7 +332,9 @@ def worker(out: str) -> None:
 
     assert jax.device_count() == DEVICES, jax.devices()
     config = tiny_config(batch_size=GLOBAL_BATCH, train_subset=STEPS * GLOBAL_BATCH)
-    config.lns.update(optimizer="sgd", learning_rate=1e-3, momentum=0.9, schedule="constant")
+    config.lns.update(
+        optimizer="sgd", learning_rate=LEARNING_RATE, momentum=MOMENTUM, schedule="constant"
+    )
     config.binary.activation = "none"  # see RTOL
     # The identity weight STE (D2 option): the clipped default masks the gradient at |q^| = 1,
     # and a q^ within float noise of 1 would take the other side of the mask on 8 devices (the
@@ -242,15 +382,23 @@ def worker(out: str) -> None:
     init_state = jax.device_get(init_state)
 
     finals = {}
+    abs_grads = []  # per step of the 1-device run: the summands' magnitudes (see RTOL)
     for name, mesh, split in (
         ("one", meshes["one"], True),
         ("eight", meshes["eight"], True),
         ("eight_replicated", meshes["eight"], False),
+        ("one_reordered", meshes["one"], True),
     ):
         run, stage = make_stage(name, mesh, split)
         state = jax.device_put(init_state, sharding.replicated(mesh))
         steps = 0
         for batch in run.batches("train", train=True, epoch=0):
+            if name == "one_reordered":
+                batch = jax.tree.map(lambda x: x[::-1], batch)
+            if name == "one":
+                abs_grads.append(
+                    jax.device_get(_abs_grad(stage.model, state, batch, config.lns.alpha))
+                )
             state, metrics = stage.train_fn(state, batch)
             steps += 1
         assert steps == STEPS
@@ -274,10 +422,17 @@ def worker(out: str) -> None:
     moved = jax.tree.map(
         lambda a, b: float(np.max(np.abs(a - b))), finals["one"][0].params, init_state.params
     )
+    bounds = _rounding_bounds(abs_grads, init_state.params, GLOBAL_BATCH)
     result["diff_one_vs_eight"] = {
-        **_compare(finals["one"], finals["eight"]),
+        **_compare(finals["one"], finals["eight"], bounds),
         "params_moved": max(jax.tree.leaves(moved)),
     }
+    result["diff_one_vs_reordered"] = _compare(finals["one"], finals["one_reordered"], bounds)
+    trace = finals["one"][0].opt_state[0].trace
+    result["bound_over_scale"] = max(
+        float(np.max(b)) / float(np.max(np.abs(t)))
+        for b, t in zip(jax.tree.leaves(bounds["trace"]), jax.tree.leaves(trace), strict=True)
+    )
     result["diff_split_vs_replicated"] = _compare(finals["eight"], finals["eight_replicated"])
 
     # the split is real: the lowered mapping net constrains the filter axis to "data"
