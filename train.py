@@ -1,7 +1,7 @@
 """Command line: ``python train.py --config configs/<name>.py --workdir DIR [--config.k=v ...]``.
 
 Without flags it runs the default pipeline (``configs/mnist_lns.py``) in a fresh folder under
-``runs/``. The loop itself is :func:`bnnns.train_lib.train_and_evaluate`.
+``runs/``. The loop itself is :func:`bnnns.train.train_lib.train_and_evaluate`.
 
 User errors (:class:`bnnns.errors.UserError`: a bad config or data set, no intact checkpoint,
 a workdir in use or trained with another config, a diverged run) print one line, without a
@@ -52,10 +52,10 @@ def main(argv):
         except ValueError as e:
             if "coordinator_address" not in str(e):
                 raise
-    from bnnns.config_checks import validate_config
+    from bnnns.deploy.summary import format_summary, summarize_config
     from bnnns.errors import UserError
-    from bnnns.summary import format_summary, summarize_config
-    from bnnns.train_lib import train_and_evaluate
+    from bnnns.train.config_checks import validate_config
+    from bnnns.train.train_lib import train_and_evaluate
 
     workdir = FLAGS.workdir or os.path.join(
         "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

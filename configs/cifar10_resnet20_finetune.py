@@ -7,7 +7,7 @@ Recipe (§4): 120 epochs, SGD momentum 0.9, lr 0.01, x0.1 at epochs 30/60/90, ba
 Paper: 85.32 (85.26 +- 0.06).
 """
 
-from bnnns.default_config import base_config
+from bnnns.train.default_config import base_config
 
 
 def get_config():

@@ -12,11 +12,11 @@ With the sum of Eq. 17 instead of the mean, SGD at lr 0.01 diverged on MNIST and
 on this recipe (non-finite by step 5; RESULTS.md). Check a variant before a long run (CI runs
 this in tests/test_stability.py):
 
-    python -m bnnns.stability --config configs/cifar10_resnet20_lns.py \
+    python -m bnnns.bench.stability --config configs/cifar10_resnet20_lns.py \
         --pretrain-config configs/cifar10_resnet20_pretrain.py --alphas 1 5 --reductions mean sum
 """
 
-from bnnns.default_config import base_config
+from bnnns.train.default_config import base_config
 
 
 def get_config():

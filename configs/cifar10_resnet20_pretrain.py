@@ -7,7 +7,7 @@ pad-4 crop + flip. Needs `tfds build --file_format=array_record cifar10` beforeh
 baseline reaches 85.06% (Table 1). Not run here (no CIFAR-10 offline).
 """
 
-from bnnns.default_config import base_config
+from bnnns.train.default_config import base_config
 
 
 def get_config():

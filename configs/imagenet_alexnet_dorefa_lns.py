@@ -9,7 +9,7 @@ Recipe (§4, Q11): warm start (D7), then 45 epochs, lr 0.01 x0.1 every 15 epochs
 weights); the mapping networks learn the binary weights of conv1-conv4 only.
 """
 
-from bnnns.default_config import imagenet_config
+from bnnns.train.default_config import imagenet_config
 
 
 def get_config():

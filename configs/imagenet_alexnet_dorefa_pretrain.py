@@ -9,7 +9,7 @@ layer-wise scale factor" (§5.3): ``mean|W|`` per layer, identity weight STE, ``
 activations with the clipped STE (Q9). conv0 and fct real; conv1-4, fc0, fc1 binary (§6.2).
 """
 
-from bnnns.default_config import imagenet_config
+from bnnns.train.default_config import imagenet_config
 
 
 def get_config():

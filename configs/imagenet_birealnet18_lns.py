@@ -7,7 +7,7 @@ Recipe (§4, Q11): warm start (D7), then 45 epochs, lr 0.01 x0.1 every 15 epochs
 0.9, batch 256; alpha = 1, rho = 0.005 (not given for ImageNet; CIFAR values, Q11).
 """
 
-from bnnns.default_config import imagenet_config
+from bnnns.train.default_config import imagenet_config
 
 
 def get_config():

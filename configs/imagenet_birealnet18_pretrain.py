@@ -8,7 +8,7 @@ ApproxSign activations, clipped weight STE (Bi-Real). Needs ImageNet prepared fo
 ArrayRecord (`tfds build --file_format=array_record imagenet2012` with the manual download).
 """
 
-from bnnns.default_config import imagenet_config
+from bnnns.train.default_config import imagenet_config
 
 
 def get_config():

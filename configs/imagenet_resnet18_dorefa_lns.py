@@ -9,7 +9,7 @@ says 60 epochs for this ablation (§4 warning): set ``--config.lns.epochs=60
 --config.lns.decay_epochs='(20,40)'`` to follow it.
 """
 
-from bnnns.default_config import imagenet_config
+from bnnns.train.default_config import imagenet_config
 
 
 def get_config():

@@ -10,7 +10,7 @@ clipped STE (Q9). First conv, last FC and the downsample 1x1 convs stay real (Ta
 ImageNet prepared for TFDS as ArrayRecord.
 """
 
-from bnnns.default_config import imagenet_config
+from bnnns.train.default_config import imagenet_config
 
 
 def get_config():

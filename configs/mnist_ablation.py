@@ -12,7 +12,7 @@ out for validation (choices), the test set for reporting only. The paper's optim
   alpha = 1, rho = 0.005, mean reduction (D3).
 """
 
-from bnnns.default_config import base_config
+from bnnns.train.default_config import base_config
 
 
 def get_config():

@@ -11,7 +11,7 @@ and 3/4 of the budget (the paper's 30/60/90 of 120 epochs), alpha 1, rho 0.005, 
 auxiliary loss (D3), the clipped weight STE on q^ (D2). Measured accuracies: README.
 """
 
-from bnnns.default_config import base_config
+from bnnns.train.default_config import base_config
 
 
 def get_config():

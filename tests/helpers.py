@@ -1,6 +1,6 @@
 """Small configs for fast training tests."""
 
-from bnnns.default_config import base_config
+from bnnns.train.default_config import base_config
 
 
 def tiny_config(**overrides):

@@ -11,7 +11,7 @@ import pytest
 
 import bnnns
 from bnnns import bench
-from bnnns.layers import BinaryConv, drop_sown
+from bnnns.nn.layers import BinaryConv, drop_sown
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP_KEYS = {

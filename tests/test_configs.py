@@ -8,9 +8,9 @@ import pytest
 import tensorflow_datasets as tfds
 from helpers import tiny_config
 
-from bnnns.config_checks import ConfigError
-from bnnns.default_config import load_config_file
-from bnnns.train_lib import train_and_evaluate
+from bnnns.train.config_checks import ConfigError
+from bnnns.train.default_config import load_config_file
+from bnnns.train.train_lib import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_CONFIGS = [

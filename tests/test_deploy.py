@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from helpers import tiny_config
 
-from bnnns import artifact, export, inference, predict
 from bnnns.data import batch_iterator
-from bnnns.layers import drop_sown
-from bnnns.models import BinaryOptions, create_model
-from bnnns.train_lib import build_model, load_data, restore_stage, train_and_evaluate
+from bnnns.deploy import artifact, export, inference, predict
+from bnnns.nn.layers import drop_sown
+from bnnns.nn.models import BinaryOptions, create_model
+from bnnns.train.train_lib import build_model, load_data, restore_stage, train_and_evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Deployed logits differ from the float eval-mode logits only by float32 rounding of the
@@ -121,7 +121,7 @@ def test_lns_predict_equals_eval_mode_and_never_builds_a_mapping_network(
     def forbidden(*args, **kwargs):
         raise AssertionError("a mapping network was built at inference")
 
-    from bnnns.mapping import MappingNet
+    from bnnns.core.mapping import MappingNet
 
     monkeypatch.setattr(MappingNet, "__call__", forbidden)
     got = inference.predict(art, images)
@@ -161,7 +161,7 @@ def test_exported_run_predicts_like_eval_mode_on_full_mnist(mnist_run, stage, tm
     # tests' level 0 (conftest) are unoptimised loops.
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "bnnns.predict", str(out), "--dataset", "mnist", "--json"]
+    cmd = [sys.executable, "-m", "bnnns.deploy.predict", str(out), "--dataset", "mnist", "--json"]
     p = subprocess.run(
         [*cmd, "--save-logits", str(logits_file)],
         capture_output=True,

@@ -9,7 +9,7 @@ from absl.testing import parameterized
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bnnns.binary_ops import (
+from bnnns.core.binary_ops import (
     fold_norm_threshold,
     int_conv,
     int_dense,
@@ -17,7 +17,7 @@ from bnnns.binary_ops import (
     threshold_sign,
     xnor_popcount_dense,
 )
-from bnnns.packing import pack_signs, pack_words, packed_length, unpack_signs
+from bnnns.core.packing import pack_signs, pack_words, packed_length, unpack_signs
 
 
 def _signs(seed, shape):

@@ -41,7 +41,7 @@ def test_single_run_is_reported_without_a_std():
 
 def tiny_protocol(overrides):
     """configs/mnist_ablation.py at seconds size: width 4, 512 images, 2 fine-tuning epochs."""
-    from bnnns.default_config import load_config_file
+    from bnnns.train.default_config import load_config_file
 
     tiny = {
         "model.width": 4,
@@ -90,7 +90,7 @@ def test_ablation_then_flips_and_sweep_reuse_finished_runs(tmp_path, monkeypatch
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr("bnnns.train_lib.train_and_evaluate", no_training)
+    monkeypatch.setattr("bnnns.train.train_lib.train_and_evaluate", no_training)
     experiments.main(["flips", "--seeds", "2", "--workdir", root, "--out", str(out)])
     flips = json.loads((out / "flips.json").read_text())
     assert set(flips["curves"]) == set(experiments.FIG3_ROWS)

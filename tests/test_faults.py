@@ -16,13 +16,13 @@ import orbax.checkpoint as ocp
 import pytest
 from helpers import tiny_config
 
-from bnnns.checkpointing import StageCheckpointer
 from bnnns.data import load_dataset
 from bnnns.data.npz import SparseLabelsWarning
 from bnnns.errors import CheckpointError, ConfigError, DataError, NonFiniteError, WorkdirError
-from bnnns.metric_writer import read_metrics
-from bnnns.train_lib import train_and_evaluate
-from bnnns.workdir import WorkdirLock
+from bnnns.train.checkpointing import StageCheckpointer
+from bnnns.train.metric_writer import read_metrics
+from bnnns.train.train_lib import train_and_evaluate
+from bnnns.train.workdir import WorkdirLock
 
 # Checkpoints are also read raw (newest_arrays), which orbax warns about.
 pytestmark = pytest.mark.filterwarnings("ignore:Sharding info not provided")
@@ -103,8 +103,8 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     from helpers import tiny_config
-    from bnnns.checkpointing import StageCheckpointer
-    from bnnns.train_lib import train_and_evaluate
+    from bnnns.train.checkpointing import StageCheckpointer
+    from bnnns.train.train_lib import train_and_evaluate
 
     original = StageCheckpointer.save
     def save(self, step, state, meta):
@@ -282,7 +282,7 @@ def test_rerun_may_change_logging(straight, tmp_path):
 HOLD_LOCK = textwrap.dedent(
     """
     import sys
-    from bnnns.workdir import WorkdirLock
+    from bnnns.train.workdir import WorkdirLock
     WorkdirLock(sys.argv[1]).acquire()
     print("locked", flush=True)
     sys.stdin.read()

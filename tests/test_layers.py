@@ -8,7 +8,7 @@ import pytest
 from absl.testing import parameterized
 
 import bnnns
-from bnnns.layers import collect_aux_loss, drop_sown
+from bnnns.nn.layers import collect_aux_loss, drop_sown
 
 
 def conv_setup(**kwargs):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import bnnns
-from bnnns.losses import squared_loss
+from bnnns.core.losses import squared_loss
 
 DTYPES = (jnp.float32, jnp.bfloat16)
 TOL = {jnp.float32: 1e-4, jnp.bfloat16: 5e-2}
@@ -183,12 +183,12 @@ class LossFloorTest(chex.TestCase):
             rp, rn = rho
             if rp + rn >= 0.95:
                 return
-            target = self.variant(bnnns.losses.lns_target)(q_tilde, rp, rn)
+            target = self.variant(bnnns.core.losses.lns_target)(q_tilde, rp, rn)
             grad = jax.grad(lambda a: bnnns.lns_loss(a, q_tilde, rp, rn, "sum"))(target)
             np.testing.assert_allclose(grad, 0.0, atol=1e-4)  # Eq. 18 vanishes there
             for reduction in ("sum", "mean"):
                 floor = self.variant(
-                    lambda b, r=reduction: bnnns.losses.lns_loss_floor(b, rp, rn, r)
+                    lambda b, r=reduction: bnnns.core.losses.lns_loss_floor(b, rp, rn, r)
                 )(q_tilde)
                 loss = bnnns.lns_loss(q_hat, q_tilde, rp, rn, reduction)
                 assert float(loss) >= float(floor) - 1e-4
@@ -201,5 +201,5 @@ class LossFloorTest(chex.TestCase):
 
     def test_symmetric_target_is_one_over_one_minus_two_rho(self):
         for rho in (0.0, 0.005, 0.1, 0.2):
-            got = bnnns.losses.lns_target(jnp.array([1.0, -1.0]), rho, rho)
+            got = bnnns.core.losses.lns_target(jnp.array([1.0, -1.0]), rho, rho)
             np.testing.assert_allclose(got, [1 / (1 - 2 * rho), -1 / (1 - 2 * rho)], rtol=1e-6)

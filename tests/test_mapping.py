@@ -11,17 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bnnns
-from bnnns import mapping
 from bnnns.bench import ReferenceMappingNet
-from bnnns.config_checks import ConfigError, validate_config
-from bnnns.default_config import base_config
-from bnnns.mapping import (
+from bnnns.core import mapping
+from bnnns.core.mapping import (
     drop_prenorm_biases,
     filters_to_kernel,
     kernel_to_filters,
     same_conv,
     valid_taps_conv,
 )
+from bnnns.train.config_checks import ConfigError, validate_config
+from bnnns.train.default_config import base_config
 
 KERNELS = {"conv": (3, 3, 4, 6), "conv5x5": (5, 5, 3, 4), "dense": (8, 5)}
 
@@ -214,7 +214,7 @@ class CheaperMappingNetTest(chex.TestCase):
     def test_converter_drops_the_biases_from_a_model_and_its_optimizer_state(self):
         layer = bnnns.BinaryConv(4, weight_binarizer="lns")
         x = jnp.ones((1, 5, 5, 3))
-        params = bnnns.layers.drop_sown(layer.init(jax.random.key(0), x))["params"]
+        params = bnnns.nn.layers.drop_sown(layer.init(jax.random.key(0), x))["params"]
         old = {"block": {**params, "mapping": ReferenceMappingNet().init(
             jax.random.key(1), params["kernel"])["params"]}}  # fmt: skip
         opt_state = optax.sgd(0.1, momentum=0.9).init(old)
@@ -240,7 +240,7 @@ class CheaperMappingNetTest(chex.TestCase):
         x = jnp.ones((1, 5, 5, 8))
         layers = [bnnns.BinaryConv(8, weight_binarizer="lns", mapping_dtype=d)
                   for d in ("float32", "bfloat16")]  # fmt: skip
-        v = bnnns.layers.drop_sown(layers[0].init(jax.random.key(0), x))
+        v = bnnns.nn.layers.drop_sown(layers[0].init(jax.random.key(0), x))
         jaxpr = str(jax.make_jaxpr(lambda v: layers[1].apply(v, x, mutable=["lns"]))(v))
         self.assertIn("bf16", jaxpr)
         self.assertNotIn("bf16", str(jax.make_jaxpr(lambda v: layers[0].apply(

@@ -25,9 +25,9 @@ import jax
 import numpy as np
 import pytest
 
-from bnnns.default_config import load_config_file
-from bnnns.metric_writer import read_metrics
-from bnnns.train_lib import restore_stage, train_and_evaluate
+from bnnns.train.default_config import load_config_file
+from bnnns.train.metric_writer import read_metrics
+from bnnns.train.train_lib import restore_stage, train_and_evaluate
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnnns.default_config import optimization
-from bnnns.optim import make_optimizer, mapping_lr_scales, parse_lr_scale
+from bnnns.train.default_config import optimization
+from bnnns.train.optim import make_optimizer, mapping_lr_scales, parse_lr_scale
 
 
 def params():
@@ -66,11 +66,11 @@ def test_parse_lr_scale():
 
 
 def test_lns_lr_scales_of_a_config():
-    """What the LNS stage (train_lib) and bnnns.stability build their optimizer with."""
+    """What the LNS stage (train_lib) and bnnns.bench.stability build their optimizer with."""
     from flax import traverse_util
     from helpers import tiny_config
 
-    from bnnns.train_lib import build_model, lns_lr_scales
+    from bnnns.train.train_lib import build_model, lns_lr_scales
 
     dummy = jnp.zeros((1, 28, 28, 1))
     config = tiny_config(**{"lns.mapping_lr_scale": "1"})

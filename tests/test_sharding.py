@@ -2,9 +2,9 @@
 
 The 8-device checks run in a subprocess (``python tests/test_sharding.py worker OUT``) so this
 pytest process keeps its single device; the worker writes what it measured to ``OUT`` (JSON)
-and the test asserts on it. The worker runs the train step of :mod:`bnnns.train_lib` (``_Stage``)
-for an LNS model on a 1-device and an 8-device mesh from the same state and the same global
-batches, with the LNS mapping networks split over the mesh (the default) and replicated.
+and the test asserts on it. The worker runs the train step of :mod:`bnnns.train.train_lib`
+(``_Stage``) for an LNS model on a 1-device and an 8-device mesh from the same state and the
+same global batches, with the LNS mapping networks split over the mesh (the default) and replicated.
 
 ``python tests/test_sharding.py bench OUT.json [BATCH ...]`` times the ResNet-20 LNS train step
 with the mapping networks replicated vs split over 8 virtual CPU devices, or over the real
@@ -138,7 +138,7 @@ def test_single_device_helpers():
     import jax
     import jax.numpy as jnp
 
-    from bnnns import sharding
+    from bnnns.train import sharding
 
     full = sharding.make_mesh()
     assert full.axis_names == ("data",) and full.size == jax.device_count()
@@ -221,8 +221,8 @@ def _abs_grad(model, state, batch, alpha: float):
     import jax
     import jax.numpy as jnp
 
-    from bnnns.layers import collect_aux_loss
-    from bnnns.steps import MUTABLE_TRAIN
+    from bnnns.nn.layers import collect_aux_loss
+    from bnnns.train.steps import MUTABLE_TRAIN
 
     def losses(params):
         logits, updates = model.apply(
@@ -292,8 +292,8 @@ def _abs_grad(model, state, batch, alpha):
     import jax
     import jax.numpy as jnp
 
-    from bnnns.layers import collect_aux_loss
-    from bnnns.steps import MUTABLE_TRAIN
+    from bnnns.nn.layers import collect_aux_loss
+    from bnnns.train.steps import MUTABLE_TRAIN
 
     def per_example(params):
         logits, updates = model.apply(
@@ -324,11 +324,12 @@ def worker(out: str) -> None:
     sys.path.insert(0, HERE)
     from helpers import tiny_config
 
-    from bnnns import mapping, sharding
-    from bnnns import train_lib as tl
-    from bnnns.metric_writer import MetricWriter
-    from bnnns.stage_init import warm_start_mapping
-    from bnnns.steps import train_step
+    from bnnns.core import mapping
+    from bnnns.train import sharding
+    from bnnns.train import train_lib as tl
+    from bnnns.train.metric_writer import MetricWriter
+    from bnnns.train.stage_init import warm_start_mapping
+    from bnnns.train.steps import train_step
 
     assert jax.device_count() == DEVICES, jax.devices()
     config = tiny_config(batch_size=GLOBAL_BATCH, train_subset=STEPS * GLOBAL_BATCH)
@@ -496,12 +497,12 @@ def bench(out: str, batches: list[int], rounds: int = 5, steps: int = 3) -> None
     jax.config.update("jax_num_cpu_devices", DEVICES)
     import jax.numpy as jnp
 
-    from bnnns import sharding
-    from bnnns.default_config import base_config
-    from bnnns.optim import make_optimizer
-    from bnnns.stage_init import fresh_state
-    from bnnns.steps import train_step
-    from bnnns.train_lib import build_model
+    from bnnns.train import sharding
+    from bnnns.train.default_config import base_config
+    from bnnns.train.optim import make_optimizer
+    from bnnns.train.stage_init import fresh_state
+    from bnnns.train.steps import train_step
+    from bnnns.train.train_lib import build_model
 
     config = base_config()
     config.model.update(name="resnet20", block="birealish", shortcut="A")

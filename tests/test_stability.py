@@ -1,6 +1,6 @@
 """The paper's CIFAR-10 LNS recipe is stable (issue 9; D3): resnet20 at its shipped width, SGD
 lr 0.01, momentum 0.9, rho 0.005, alpha 1 and 5, a few dozen steps on mock data from a briefly
-trained BNN and a warm start (``bnnns.stability``). The same recipe with the summed auxiliary
+trained BNN and a warm start (``bnnns.bench.stability``). The same recipe with the summed auxiliary
 loss of Eq. 17 (the old D3) fails the same criterion, so the test would have caught the sum.
 
 The probe runs in a subprocess without the tests' ``--xla_backend_optimization_level=0``
@@ -15,8 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from bnnns.default_config import load_config_file
-from bnnns.stability import is_stable
+from bnnns.bench.stability import is_stable
+from bnnns.train.default_config import load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LNS = os.path.join(ROOT, "configs", "cifar10_resnet20_lns.py")
@@ -38,7 +38,7 @@ def test_cifar_lns_recipe_is_stable_and_the_sum_is_not(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "bnnns.stability",
+        "bnnns.bench.stability",
         "--config",
         LNS,
         "--pretrain-config",

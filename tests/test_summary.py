@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from bnnns import summary
-from bnnns.default_config import load_config_file
+from bnnns.deploy import summary
+from bnnns.train.default_config import load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from helpers import tiny_config
 
-from bnnns.checkpointing import StageCheckpointer
-from bnnns.metric_writer import read_metrics
-from bnnns.train_lib import restore_stage, train_and_evaluate
+from bnnns.train.checkpointing import StageCheckpointer
+from bnnns.train.metric_writer import read_metrics
+from bnnns.train.train_lib import restore_stage, train_and_evaluate
 
 
 class Crash(Exception):

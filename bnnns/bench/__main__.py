@@ -1,0 +1,5 @@
+import sys
+
+from bnnns.bench._legacy import main
+
+sys.exit(main())

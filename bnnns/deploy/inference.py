@@ -1,0 +1,123 @@
+"""Mapping-free inference from a ``.bnn`` artifact: ``predict(artifact, images) -> logits``.
+
+The network is the same Flax model definition as in training, built with
+``weight_binarizer="deployed"`` (:mod:`bnnns.nn.layers`): no latent weights, no mapping network
+(none is built, and the artifact holds no mapping parameters), each binary layer computes
+``s * (sign(X) ⊛ Q)`` exactly, with ``int8`` ±1 operands and ``int32`` accumulation, from the
+artifact's unpacked sign bits (method.md §1.7). Where a BatchNorm feeds only the next binary
+layer's sign it is folded into a per-channel integer threshold on that accumulator
+(:func:`bnnns.nn.models.common.norm_to_sign`). Real layers compute in float32.
+
+``images`` are preprocessed as in training: float, ``(N, H, W, C)`` with the artifact's input
+shape, normalised with its ``normalization`` (:func:`normalize` does it for uint8 images).
+
+Example:
+    >>> import numpy as np
+    >>> from bnnns.deploy import artifact, inference
+    >>> art = artifact.read("model.bnn")                  # doctest: +SKIP
+    >>> logits = inference.predict(art, images)           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from bnnns.core.packing import unpack_signs
+from bnnns.deploy import artifact as artifact_lib
+from bnnns.nn.models import BinaryOptions, create_model
+
+__all__ = ["deployed_model", "deployed_variables", "predict", "normalize", "check_images"]
+
+SEP = "/"
+
+
+def deployed_model(art: artifact_lib.Artifact):
+    """The artifact's network with ``weight_binarizer="deployed"`` binary layers."""
+    spec, binary = art.header["model"], art.header["binary"]
+    options = BinaryOptions(
+        weight_binarizer="deployed",
+        weight_scale=binary["weight_scale"],
+        activation=binary["activation"],
+        act_clip=binary["act_clip"],
+    )
+    return create_model(
+        spec["name"],
+        num_classes=spec["num_classes"],
+        binary=options,
+        dtype=jnp.dtype(spec["dtype"]),
+        **spec["kwargs"],
+    )
+
+
+def deployed_variables(art: artifact_lib.Artifact) -> dict[str, Any]:
+    """Flax variables of :func:`deployed_model`: the sign bits unpacked to ``int8`` ±1."""
+    layers = art.header["binary_layers"]
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    for name, value in art.arrays.items():
+        parts = tuple(name.split(SEP))
+        if parts[0] == "binary" and parts[-1] == "bits":
+            layer = SEP.join(parts[1:-1])
+            if layer not in layers:
+                raise artifact_lib.ArtifactError(f"binary layer {layer!r} missing in the header")
+            shape, axis = layers[layer]["shape"], layers[layer]["packed_axis"]
+            value = unpack_signs(value, shape[axis], axis=axis)
+            if list(value.shape) != shape:
+                raise artifact_lib.ArtifactError(
+                    f"binary layer {layer!r}: bits unpack to {value.shape}, header says {shape}"
+                )
+        flat[parts] = value
+    return traverse_util.unflatten_dict(flat)
+
+
+def check_images(art: artifact_lib.Artifact, images: Any) -> jax.Array:
+    """``images`` as an array, or a ``ValueError`` naming the wrong shape or dtype."""
+    shape = tuple(art.header["input_shape"])
+    dtype = getattr(images, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"images must be floating point, normalised as in training (see "
+            f"bnnns.deploy.inference.normalize), got dtype {dtype}"
+        )
+    if images.ndim != 4 or tuple(images.shape[1:]) != shape:
+        raise ValueError(
+            f"images must have shape (N, {', '.join(map(str, shape))}) for this model, "
+            f"got {tuple(images.shape)}"
+        )
+    return jnp.asarray(images)
+
+
+def normalize(art: artifact_lib.Artifact, images: np.ndarray) -> np.ndarray:
+    """uint8 ``(N, H, W, C)`` images -> the model's float input (``(x / 255 - mean) / std``)."""
+    norm = art.header["normalization"]
+    x = np.asarray(images, np.float32) / 255.0
+    return (x - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)
+
+
+def _prepared(art: artifact_lib.Artifact) -> tuple[Any, Any]:
+    """(device variables, jitted apply) of ``art``, built once per artifact object."""
+    if "predict" not in art.cache:
+        model = deployed_model(art)
+        variables = jax.device_put(deployed_variables(art))
+        fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+        art.cache["predict"] = (variables, fn)
+    return art.cache["predict"]
+
+
+def predict(art: artifact_lib.Artifact | str, images: Any) -> jax.Array:
+    """Logits ``(N, num_classes)`` of the deployed model for preprocessed ``images``.
+
+    Args:
+      art: an :class:`bnnns.deploy.artifact.Artifact` or the path of a ``.bnn`` file.
+      images: float ``(N, H, W, C)`` with the artifact's ``input_shape``, normalised as in
+        training (:func:`normalize`).
+    """
+    if not isinstance(art, artifact_lib.Artifact):
+        art = artifact_lib.read(art)
+    images = check_images(art, images)
+    variables, fn = _prepared(art)
+    return fn(variables, images)

@@ -1,0 +1,3 @@
+from bnnns.experiments._legacy import main
+
+main()

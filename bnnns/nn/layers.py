@@ -1,0 +1,307 @@
+"""Binary Flax layers: ``BinaryConv`` and ``BinaryDense`` (method.md §1.1-1.3, §3.1).
+
+A binary layer keeps real latent weights ``W`` (param ``kernel``) and computes with
+``B * (s * Q)`` where ``B = act(X)`` are the binarized inputs (Eq. 2) and ``Q`` the binary
+weights:
+
+- ``weight_binarizer="sign"``: ``Q = sign(W)`` through a straight-through estimator (Eq. 1, 3).
+- ``weight_binarizer="lns"``: ``Q = sign(q^)``, ``q^ = MappingNet(W)`` (Eq. 4; D2), with the
+  identity STE from the layer back to ``q^`` by default (D2). The layer also computes its
+  auxiliary loss ``l~_i`` of Eqs. 15/17 between ``q^`` and the noisy labels ``Q~`` (D1) and
+  sows it, with the label agreement, into the ``"lns"`` collection, so a train step forms
+  ``L = l_cls + alpha * sum_i l~_i`` (Eq. 21) without knowing the model
+  (:func:`collect_aux_loss`).
+- ``weight_binarizer="deployed"`` (inference only, §1.7): no latent weights and no mapping
+  network; ``Q`` (``int8`` ±1, variable ``"binary"/"bits"``) and the scale ``s`` (D8,
+  ``"binary"/"scale"``) come from an exported artifact (:mod:`bnnns.deploy.export`), and the layer
+  computes ``s * (sign(X) ⊛ Q)`` exactly in integer arithmetic (:mod:`bnnns.core.binary_ops`).
+
+Every binary layer sows its binary weights ``sign(.)`` (int8) into ``"binary_weights"``; sow
+is a no-op unless that collection is mutable, so this costs nothing in the train step and
+serves export and the flip-rate metric (D12).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bnnns.core.binary_ops import int_conv, int_dense, sign_int8
+from bnnns.core.estimators import approx_sign, sign, ste_sign
+from bnnns.core.losses import check_noise_rates, lns_loss, lns_loss_floor
+from bnnns.core.mapping import MAPPING_DTYPES, MappingNet
+from bnnns.core.metrics import sign_agreement
+from bnnns.core.scaling import SCALE_MODES, weight_scale
+
+__all__ = [
+    "BinaryConv",
+    "BinaryDense",
+    "binarize_activations",
+    "collect_aux_loss",
+    "drop_sown",
+    "SOWN_COLLECTIONS",
+    "WEIGHT_BINARIZERS",
+    "ACTIVATION_ESTIMATORS",
+    "WEIGHT_STES",
+]
+
+WEIGHT_BINARIZERS = ("sign", "lns", "deployed")
+ACTIVATION_ESTIMATORS = ("ste_sign", "approx_sign", "none")
+WEIGHT_STES = ("identity", "clipped")
+LABEL_SOURCES = ("current", "pretrained")
+REDUCTIONS = ("sum", "mean")
+CLS_GRAD_PATHS = ("mapping", "straight")
+
+
+def binarize_activations(x: jax.Array, estimator: str, clip: float = 1.0) -> jax.Array:
+    """``B = sign(X)`` with the chosen estimator (Eq. 2; D9); ``"none"`` leaves X real."""
+    if estimator == "ste_sign":
+        return ste_sign(x, clip)
+    if estimator == "approx_sign":
+        return approx_sign(x)
+    if estimator == "none":
+        return x
+    raise ValueError(
+        f"activation estimator must be one of {ACTIVATION_ESTIMATORS}, got {estimator!r}"
+    )
+
+
+SOWN_COLLECTIONS = ("lns", "binary_weights")
+
+
+def drop_sown(variables: Any) -> dict:
+    """Remove the sown collections (:data:`SOWN_COLLECTIONS`) that ``Module.init`` returns.
+
+    ``init`` runs with every collection mutable, so it hands back one sown ``aux_loss`` per
+    layer; passing those to ``apply`` would append to them. Keep only the real state.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, bnnns
+        >>> layer = bnnns.BinaryDense(2, weight_binarizer="lns")
+        >>> sorted(bnnns.nn.layers.drop_sown(layer.init(jax.random.key(0), jnp.ones((1, 3)))))
+        ['params']
+    """
+    return {k: v for k, v in variables.items() if k not in SOWN_COLLECTIONS}
+
+
+def collect_aux_loss(lns_collection: Any) -> jax.Array:
+    """Sum of every ``aux_loss`` sown in an ``"lns"`` collection: ``sum_i l~_i`` of Eq. 21.
+
+    Example:
+        >>> import jax.numpy as jnp, bnnns
+        >>> cols = {"conv1": {"aux_loss": (jnp.array(2.0),), "label_agreement": (0.9,)},
+        ...         "conv2": {"aux_loss": (jnp.array(0.5),)}}
+        >>> float(bnnns.collect_aux_loss(cols))
+        2.5
+    """
+    total = jnp.zeros((), jnp.float32)
+    flat = jax.tree_util.tree_flatten_with_path(lns_collection)[0]
+    for path, leaf in flat:
+        if any(getattr(k, "key", None) == "aux_loss" for k in path):
+            total = total + jnp.asarray(leaf, jnp.float32)
+    return total
+
+
+class _BinaryWeights(nn.Module):
+    """Shared weight binarization of :class:`BinaryConv` and :class:`BinaryDense`."""
+
+    features: int
+    weight_binarizer: str = "sign"
+    weight_scale: str = "layer"
+    weight_ste: str = "identity"
+    weight_clip: float = 1.0
+    rho_pos: float = 0.005
+    rho_neg: float = 0.005
+    aux_reduction: str = "mean"
+    labels: str = "current"
+    residual_mapping: bool = False
+    cls_grad_to_w: str = "mapping"
+    mapping_dtype: str = "float32"
+
+    def _check(self) -> None:
+        checks = {
+            "weight_binarizer": (self.weight_binarizer, WEIGHT_BINARIZERS),
+            "weight_scale": (self.weight_scale, SCALE_MODES),
+            "weight_ste": (self.weight_ste, WEIGHT_STES),
+            "aux_reduction": (self.aux_reduction, REDUCTIONS),
+            "labels": (self.labels, LABEL_SOURCES),
+            "cls_grad_to_w": (self.cls_grad_to_w, CLS_GRAD_PATHS),
+            "mapping_dtype": (self.mapping_dtype, MAPPING_DTYPES),
+        }
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(
+                    f"{type(self).__name__}.{name} must be one of {allowed}, got {value!r}"
+                )
+        check_noise_rates(self.rho_pos, self.rho_neg)
+
+    def binary_kernel(self, kernel: jax.Array) -> jax.Array:
+        """``s * Q`` (D8 scale times binary weights), differentiable through the STE."""
+        self._check()
+        clip = None if self.weight_ste == "identity" else self.weight_clip
+        scale = weight_scale(kernel, self.weight_scale)
+        if self.weight_binarizer == "sign":
+            binary = ste_sign(kernel, clip)
+        else:
+            mapping = MappingNet(
+                residual=self.residual_mapping, dtype=self.mapping_dtype, name="mapping"
+            )
+            q_hat = mapping(kernel)  # Eq. 4
+            q_tilde = self._noisy_labels(kernel)
+            aux = lns_loss(q_hat, q_tilde, self.rho_pos, self.rho_neg, self.aux_reduction)
+            self.sow("lns", "aux_loss", aux)  # Eq. 15 / 16 (D3)
+            floor = lns_loss_floor(q_tilde, self.rho_pos, self.rho_neg, self.aux_reduction)
+            self.sow("lns", "aux_floor", floor)  # min of aux_loss: aux - floor is the excess
+            self.sow("lns", "label_agreement", sign_agreement(q_hat, q_tilde))
+            binary = ste_sign(self._cls_path(mapping, kernel, q_hat), clip)  # D2
+        self.sow("binary_weights", "kernel", binary.astype(jnp.int8))
+        return binary * scale.astype(binary.dtype)
+
+    def _cls_path(self, mapping: nn.Module, kernel: jax.Array, q_hat: jax.Array) -> jax.Array:
+        """What ``sign`` binarizes for the classification loss: ``q^``, whose gradient reaches
+        theta and (through the mapping's Jacobian) W (``cls_grad_to_w="mapping"``), or a tensor
+        equal to ``q^`` whose gradient reaches theta through the mapping and W straight through,
+        as ``dl_cls/dQ^`` (Eq. 3's STE read in Algorithm 1 line 10; ``"straight"``, D14). The
+        auxiliary loss reaches W through the mapping either way (Eq. 20)."""
+        if self.cls_grad_to_w == "mapping":
+            return q_hat
+        q_theta = mapping(jax.lax.stop_gradient(kernel))  # same value; no path to W
+        return q_theta + (kernel - jax.lax.stop_gradient(kernel)).astype(q_theta.dtype)
+
+    def deployed(
+        self,
+        x: jax.Array,
+        shape: tuple[int, ...],
+        int_op: Callable,
+        float_op: Callable,
+        accumulate: bool,
+    ) -> Any:
+        """Deployed forward: ``s * (sign(X) ⊛ Q)`` with ``Q`` and ``s`` read from ``"binary"``.
+
+        ``int_op`` computes ``sign(X) ⊛ Q`` on ``int8`` operands with ``int32`` sums (exact);
+        ``float_op`` is the real-input fallback (``activation="none"``). ``accumulate=True``
+        returns ``(acc, s)`` instead of their product, for BN folding
+        (:mod:`bnnns.core.binary_ops`).
+        """
+        self._check()
+        bits = self.variable("binary", "bits", jnp.ones, shape, jnp.int8).value
+        channel = self.weight_scale == "channel"
+        scale_shape = (1,) * (len(shape) - 1) + (shape[-1],) if channel else ()
+        scale = self.variable("binary", "scale", jnp.ones, scale_shape, jnp.float32).value
+        self.sow("binary_weights", "kernel", bits)
+        dtype = self.dtype or x.dtype
+        if self.activation == "none":
+            if accumulate:
+                raise ValueError(f"{type(self).__name__}: real inputs have no integer accumulator")
+            return float_op(x.astype(dtype), bits.astype(dtype) * scale.astype(dtype))
+        acc = int_op(sign_int8(x.astype(dtype)), bits)
+        if accumulate:
+            return acc, scale
+        return (acc.astype(jnp.float32) * scale).astype(dtype)
+
+    def _noisy_labels(self, kernel: jax.Array) -> jax.Array:
+        """``Q~`` of D1: ``sign(W)`` now (stop-gradient) or frozen signs of the initial W."""
+        if self.labels == "current":
+            return sign(jax.lax.stop_gradient(kernel))
+        frozen = self.variable("lns_labels", "q_tilde", lambda: sign(kernel).astype(jnp.int8))
+        return frozen.value.astype(kernel.dtype)
+
+
+class BinaryConv(_BinaryWeights):
+    """2-D convolution with binary weights and (optionally) binary inputs (Eq. 2).
+
+    Attributes:
+      features: output channels.
+      kernel_size: ``(kh, kw)``.
+      strides: ``(sh, sw)``.
+      padding: ``"SAME"``, ``"VALID"`` or explicit pairs, as in ``lax.conv_general_dilated``.
+      activation: ``"ste_sign"`` (clipped STE, D9), ``"approx_sign"`` (Bi-Real) or ``"none"``.
+      act_clip: clip range of the activation STE.
+      feature_group_count: grouped convolution (AlexNet's two-group convs, §6.2).
+      weight_binarizer: ``"sign"``, ``"lns"`` (D2) or ``"deployed"`` (inference, §1.7).
+      weight_scale: ``"none"``, ``"layer"`` or ``"channel"`` (D8).
+      weight_ste: ``"identity"`` (D2 default) or ``"clipped"`` (``1{|.| <= weight_clip}``).
+      rho_pos, rho_neg: noise rates of Eqs. 8-9 (D4). aux_reduction: ``"mean"`` (Eq. 16, D3
+        default) or ``"sum"`` (Eq. 17). labels: ``"current"`` or ``"pretrained"`` (D1).
+      residual_mapping: zero-initialised residual mapping (D6 option).
+      mapping_dtype: compute dtype of the mapping network, ``"float32"`` or ``"bfloat16"``.
+      dtype: compute dtype (``None``: the input's).
+
+    ``__call__(x, accumulate=False)``; deployed, ``accumulate=True`` returns the ``int32``
+    accumulator and the scale instead of their product (BN folding, :mod:`bnnns.core.binary_ops`).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, bnnns
+        >>> layer = bnnns.BinaryConv(8, weight_binarizer="lns")
+        >>> x = jnp.ones((2, 5, 5, 4))
+        >>> variables = bnnns.nn.layers.drop_sown(layer.init(jax.random.key(0), x))
+        >>> y, cols = layer.apply(variables, x, mutable=["lns"])
+        >>> y.shape, sorted(cols["lns"])
+        ((2, 5, 5, 8), ['aux_floor', 'aux_loss', 'label_agreement'])
+    """
+
+    kernel_size: Sequence[int] = (3, 3)
+    strides: Sequence[int] = (1, 1)
+    padding: Any = "SAME"
+    feature_group_count: int = 1
+    activation: str = "ste_sign"
+    act_clip: float = 1.0
+    kernel_init: Callable = nn.initializers.kaiming_normal()
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, accumulate: bool = False) -> Any:
+        kh, kw = self.kernel_size
+        groups = self.feature_group_count
+        shape = (kh, kw, x.shape[-1] // groups, self.features)
+        conv = lambda b, w: jax.lax.conv_general_dilated(  # noqa: E731
+            b,
+            w,
+            window_strides=tuple(self.strides),
+            padding=self.padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
+        )
+        if self.weight_binarizer == "deployed":
+            int_op = lambda b, q: int_conv(b, q, self.strides, self.padding, groups)  # noqa: E731
+            return self.deployed(x, shape, int_op, conv, accumulate)
+        kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
+        dtype = self.dtype or x.dtype
+        w = self.binary_kernel(kernel).astype(dtype)
+        xb = binarize_activations(x.astype(dtype), self.activation, self.act_clip)
+        return conv(xb, w)
+
+
+class BinaryDense(_BinaryWeights):
+    """Dense layer with binary weights and (optionally) binary inputs.
+
+    Takes the same binarization attributes as :class:`BinaryConv`. With ``weight_binarizer=
+    "lns"`` each output unit's weight vector is one 1x1 "image" of the mapping network (D6).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, bnnns
+        >>> layer = bnnns.BinaryDense(3)
+        >>> variables = layer.init(jax.random.key(0), jnp.ones((2, 5)))
+        >>> layer.apply(variables, jnp.ones((2, 5))).shape
+        (2, 3)
+    """
+
+    activation: str = "ste_sign"
+    act_clip: float = 1.0
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, accumulate: bool = False) -> Any:
+        shape = (x.shape[-1], self.features)
+        if self.weight_binarizer == "deployed":
+            return self.deployed(x, shape, int_dense, jnp.matmul, accumulate)
+        kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
+        dtype = self.dtype or x.dtype
+        w = self.binary_kernel(kernel).astype(dtype)
+        xb = binarize_activations(x.astype(dtype), self.activation, self.act_clip)
+        return xb @ w
