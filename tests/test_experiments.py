@@ -1,19 +1,23 @@
 """The experiment runner (``python -m bnnns.experiments``) on a seconds-sized MNIST protocol."""
 
+import ast
+import dataclasses
 import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bnnns import experiments
+from bnnns.experiments import cli, paper, protocol, report, runner
+from bnnns.experiments.protocols.mnist import MNIST
 
 
 def test_paired_comparison_matches_hand_computed_t_test():
     # d = (1, 2, 3): mean 2, sd 1, t = 2 / (1 / sqrt 3) with 2 degrees of freedom.
-    c = experiments.paired_comparison([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    c = report.paired_comparison([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
     assert c["n"] == 3 and c["mean_diff"] == pytest.approx(2.0)
     assert c["std_diff"] == pytest.approx(1.0)
     half = 4.302652729911275 / math.sqrt(3)  # t_{0.975, 2}
@@ -28,33 +32,37 @@ def test_paired_comparison_matches_hand_computed_t_test():
 )
 def test_paired_comparison_ci_brackets_the_mean_and_flips_with_the_order(pairs):
     a, b = [p[0] for p in pairs], [p[1] for p in pairs]
-    ab, ba = experiments.paired_comparison(a, b), experiments.paired_comparison(b, a)
+    ab, ba = report.paired_comparison(a, b), report.paired_comparison(b, a)
     assert ab["ci95"][0] <= ab["mean_diff"] <= ab["ci95"][1]
     assert ab["mean_diff"] == pytest.approx(-ba["mean_diff"])
     assert ab["p"] == pytest.approx(ba["p"]) and 0.0 <= ab["p"] <= 1.0
 
 
 def test_single_run_is_reported_without_a_std():
-    assert experiments._pct(0.9712, 0.0, 1) == "97.12"
-    assert experiments._pct(0.9712, 0.0034, 3) == "97.12 ± 0.34"
+    assert report.pct(0.9712, 0.0, 1) == "97.12"
+    assert report.pct(0.9712, 0.0034, 3) == "97.12 ± 0.34"
 
 
-def tiny_protocol(overrides):
-    """configs/mnist_ablation.py at seconds size: width 4, 512 images, 2 fine-tuning epochs."""
-    from bnnns.train.default_config import load_config_file
+# configs/mnist_ablation.py at seconds size: width 4, 512 images, 2 fine-tuning epochs.
+TINY_BUDGET = {
+    "model.width": 4,
+    "train_subset": 512,
+    "batch_size": 64,
+    "pretrain.epochs": 1,
+    "finetune.epochs": 2,
+    "finetune.decay_epochs": (1,),
+    "lns.epochs": 2,
+    "lns.decay_epochs": (1,),
+    "lns.warmup_steps": 200,
+}
 
-    tiny = {
-        "model.width": 4,
-        "train_subset": 512,
-        "batch_size": 64,
-        "pretrain.epochs": 1,
-        "finetune.epochs": 2,
-        "finetune.decay_epochs": (1,),
-        "lns.epochs": 2,
-        "lns.decay_epochs": (1,),
-        "lns.warmup_steps": 200,
-    }
-    return load_config_file(experiments.CONFIG, {**tiny, **overrides})
+
+def register_tiny(monkeypatch, name: str, **changes) -> protocol.Protocol:
+    """The MNIST protocol at the tiny budget, registered as ``name`` for this test only."""
+    tiny = dataclasses.replace(MNIST, name=name, budget=TINY_BUDGET, **changes)
+    protocol.protocol_names()  # the built-in protocols first
+    monkeypatch.setitem(protocol.PROTOCOLS, name, tiny)
+    return tiny
 
 
 def finished(root, run: str, seed: int) -> dict:
@@ -64,9 +72,10 @@ def finished(root, run: str, seed: int) -> dict:
 
 @pytest.mark.slow
 def test_ablation_then_flips_and_sweep_reuse_finished_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiments, "_config", tiny_protocol)
+    tiny = register_tiny(monkeypatch, "mnist-tiny")
     root, out = str(tmp_path / "runs"), tmp_path / "results"
-    experiments.main(["ablation", "--seeds", "2", "--workdir", root, "--out", str(out)])
+    flags = ["--seeds", "2", "--workdir", root, "--out", str(out), "--protocol", tiny.name]
+    cli.main(["ablation", *flags])
 
     ablation = json.loads((out / "ablation.json").read_text())
     assert set(ablation["rows"]) == {"fine-tune", "LNS alpha=0", "LNS"}
@@ -84,16 +93,16 @@ def test_ablation_then_flips_and_sweep_reuse_finished_runs(tmp_path, monkeypatch
     assert (out / "ablation.png").stat().st_size > 0
 
     # Fig. 3 adds fine-tuning at lr 0.001 and 0.0001 to the ablation's runs.
-    experiments.main(["flips", "--seeds", "2", "--workdir", root, "--out", str(out)])
+    cli.main(["flips", *flags])
 
     # From here on every run must come from a summary.json already on disk.
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr("bnnns.train.train_lib.train_and_evaluate", no_training)
-    experiments.main(["flips", "--seeds", "2", "--workdir", root, "--out", str(out)])
+    cli.main(["flips", *flags])
     flips = json.loads((out / "flips.json").read_text())
-    assert set(flips["curves"]) == set(experiments.FIG3_ROWS)
+    assert set(flips["curves"]) == set(tiny.fig3)
     assert len(flips["curves"]["LNS"]["flip_rate"]) == 2
     assert len(flips["curves"]["LNS"]["train_ce"]) == 3  # epoch 0: the pretrained model
     assert set(flips["label_agreement"]) == {"BinaryConv_0", "BinaryConv_1", "BinaryConv_2"}
@@ -101,9 +110,10 @@ def test_ablation_then_flips_and_sweep_reuse_finished_runs(tmp_path, monkeypatch
 
     # A sweep point equal to the protocol's default (rho = 0.005) is the ablation's LNS run; a
     # new point must train, so the cut-short sweep reports the finished point only.
-    monkeypatch.setattr(experiments, "RHO_GRID", (0.005, 0.05))
+    rho = dataclasses.replace(tiny.sweeps["rho_sweep"], grid=(0.005, 0.05))
+    short = register_tiny(monkeypatch, "mnist-tiny-rho", sweeps={**tiny.sweeps, "rho_sweep": rho})
     with pytest.raises(AssertionError, match="trained again"):
-        experiments.main(["rho_sweep", "--seeds", "2", "--workdir", root, "--out", str(out)])
+        cli.main(["rho_sweep", *flags[:-1], short.name])
     sweep = json.loads((out / "rho_sweep.json").read_text())
     assert not sweep["complete"] and [p["value"] for p in sweep["points"]] == [0.005]
     assert sweep["points"][0]["test_last"][0] == pytest.approx(lns["last"][0])
@@ -116,6 +126,201 @@ def test_ablation_then_flips_and_sweep_reuse_finished_runs(tmp_path, monkeypatch
 
 
 def test_paper_figures_cover_the_grids():
-    assert set(experiments.PAPER["lns.rho_pos"]) >= set(experiments.RHO_GRID)
-    assert set(experiments.PAPER["lns.alpha"]) >= set(experiments.ALPHA_GRID)
-    assert set(experiments.PAPER["lns.rho_pos"]) == set(experiments.PAPER_RHO_GRID)
+    assert set(paper.SWEEPS["lns.rho_pos"]) >= set(MNIST.sweeps["rho_sweep"].grid)
+    assert set(paper.SWEEPS["lns.alpha"]) >= set(MNIST.sweeps["alpha_sweep"].grid)
+    assert set(paper.SWEEPS["lns.rho_pos"]) == set(paper.RHO_GRID)
+
+
+def test_mnist_protocol_plans_the_runs_the_old_code_planned():
+    """Same workdirs, overrides and seeds as before the regrouping: runs already computed in an
+    EXP_DIR are found again, and a rerun resumes instead of retraining."""
+    assert protocol.get_protocol("mnist") is MNIST
+    assert dict(MNIST.seeds) == {n: len({s for _, _, s, _ in r}) for n, r in OLD_PLAN.items()}
+    assert list(MNIST.seeds) == list(OLD_PLAN)  # the order ``all`` runs them in
+    assert runner.pretrain_spec(MNIST, "") == ("pretrain", {"stages": "pretrain", "seed": 0})
+    for name, expected in OLD_PLAN.items():
+        planned = runner.planned_runs(MNIST, name, MNIST.seeds[name])
+        assert [
+            (*runner.finetune_spec(MNIST, "", p.run, p.seed), p.allow_divergence) for p in planned
+        ] == [
+            (
+                wd,
+                {"stages": stage, "init_from": "pretrain", "seed": s, **extra},
+                name == "flip_sources",
+            )
+            for wd, stage, s, extra in expected
+        ], name
+
+
+def test_unknown_protocol_exits_naming_the_protocols(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["ablation", "--protocol", "cifar7"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown protocol 'cifar7'" in err and "mnist" in err
+    with pytest.raises(ValueError, match="the protocols are: .*mnist"):
+        protocol.get_protocol("cifar7")
+
+
+def test_nothing_outside_experiments_imports_it():
+    package = pathlib.Path(protocol.__file__).parents[1]
+    for path in package.rglob("*.py"):
+        if "experiments" in path.relative_to(package).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            assert not any(n.startswith("bnnns.experiments") for n in names), path
+
+
+# What bnnns/experiments/_legacy.py (f57b27d) planned: (workdir under the root, stage, seed,
+# overrides besides stages/init_from/seed) per experiment at its default seeds; the
+# pretrained BNN in <root>/pretrain (stages=pretrain, seed 0); flip_sources alone lets runs diverge.
+OLD_PLAN = {
+    "ablation": [
+        ("fine-tune_seed0", "finetune", 0, {}),
+        ("fine-tune_seed1", "finetune", 1, {}),
+        ("fine-tune_seed2", "finetune", 2, {}),
+        ("fine-tune_seed3", "finetune", 3, {}),
+        ("fine-tune_seed4", "finetune", 4, {}),
+        ("LNSalpha0_alpha0.0_seed0", "lns", 0, {"lns.alpha": 0.0}),
+        ("LNSalpha0_alpha0.0_seed1", "lns", 1, {"lns.alpha": 0.0}),
+        ("LNSalpha0_alpha0.0_seed2", "lns", 2, {"lns.alpha": 0.0}),
+        ("LNSalpha0_alpha0.0_seed3", "lns", 3, {"lns.alpha": 0.0}),
+        ("LNSalpha0_alpha0.0_seed4", "lns", 4, {"lns.alpha": 0.0}),
+        ("LNS_seed0", "lns", 0, {}),
+        ("LNS_seed1", "lns", 1, {}),
+        ("LNS_seed2", "lns", 2, {}),
+        ("LNS_seed3", "lns", 3, {}),
+        ("LNS_seed4", "lns", 4, {}),
+    ],
+    "flip_sources": [
+        ("fine-tune_seed0", "finetune", 0, {}),
+        ("LNS_seed0", "lns", 0, {}),
+        ("LNSalpha0_alpha0.0_seed0", "lns", 0, {"lns.alpha": 0.0}),
+        ("LNS_weight_steidentity_seed0", "lns", 0, {"lns.weight_ste": "identity"}),
+        ("LNS_reductionsum_seed0", "lns", 0, {"lns.reduction": "sum"}),
+        ("LNS_mapping_lr_scale1overN_seed0", "lns", 0, {"lns.mapping_lr_scale": "1/N"}),
+        ("LNS_mapping_lr_scale0_seed0", "lns", 0, {"lns.mapping_lr_scale": "0"}),
+        (
+            "LNS_reductionsum_mapping_lr_scale1overN_seed0",
+            "lns",
+            0,
+            {"lns.reduction": "sum", "lns.mapping_lr_scale": "1/N"},
+        ),
+        ("LNS_warmup_tolerance0.0_seed0", "lns", 0, {"lns.warmup_tolerance": 0.0}),
+        ("LNS_labelspretrained_seed0", "lns", 0, {"lns.labels": "pretrained"}),
+        ("LNS_cls_grad_to_wstraight_seed0", "lns", 0, {"lns.cls_grad_to_w": "straight"}),
+    ],
+    "flips": [
+        ("LNS_seed0", "lns", 0, {}),
+        ("LNS_seed1", "lns", 1, {}),
+        ("LNS_seed2", "lns", 2, {}),
+        ("fine-tune_seed0", "finetune", 0, {}),
+        ("fine-tune_seed1", "finetune", 1, {}),
+        ("fine-tune_seed2", "finetune", 2, {}),
+        (
+            "fine-tunelr0.001_learning_rate0.001_seed0",
+            "finetune",
+            0,
+            {"finetune.learning_rate": 0.001},
+        ),
+        (
+            "fine-tunelr0.001_learning_rate0.001_seed1",
+            "finetune",
+            1,
+            {"finetune.learning_rate": 0.001},
+        ),
+        (
+            "fine-tunelr0.001_learning_rate0.001_seed2",
+            "finetune",
+            2,
+            {"finetune.learning_rate": 0.001},
+        ),
+        (
+            "fine-tunelr0.0001_learning_rate0.0001_seed0",
+            "finetune",
+            0,
+            {"finetune.learning_rate": 0.0001},
+        ),
+        (
+            "fine-tunelr0.0001_learning_rate0.0001_seed1",
+            "finetune",
+            1,
+            {"finetune.learning_rate": 0.0001},
+        ),
+        (
+            "fine-tunelr0.0001_learning_rate0.0001_seed2",
+            "finetune",
+            2,
+            {"finetune.learning_rate": 0.0001},
+        ),
+    ],
+    "rho_sweep": [
+        ("LNS_rho_pos0.0_rho_neg0.0_seed0", "lns", 0, {"lns.rho_pos": 0.0, "lns.rho_neg": 0.0}),
+        ("LNS_rho_pos0.0_rho_neg0.0_seed1", "lns", 1, {"lns.rho_pos": 0.0, "lns.rho_neg": 0.0}),
+        ("LNS_rho_pos0.0_rho_neg0.0_seed2", "lns", 2, {"lns.rho_pos": 0.0, "lns.rho_neg": 0.0}),
+        (
+            "LNS_rho_pos0.001_rho_neg0.001_seed0",
+            "lns",
+            0,
+            {"lns.rho_pos": 0.001, "lns.rho_neg": 0.001},
+        ),
+        (
+            "LNS_rho_pos0.001_rho_neg0.001_seed1",
+            "lns",
+            1,
+            {"lns.rho_pos": 0.001, "lns.rho_neg": 0.001},
+        ),
+        (
+            "LNS_rho_pos0.001_rho_neg0.001_seed2",
+            "lns",
+            2,
+            {"lns.rho_pos": 0.001, "lns.rho_neg": 0.001},
+        ),
+        ("LNS_seed0", "lns", 0, {}),
+        ("LNS_seed1", "lns", 1, {}),
+        ("LNS_seed2", "lns", 2, {}),
+        ("LNS_rho_pos0.01_rho_neg0.01_seed0", "lns", 0, {"lns.rho_pos": 0.01, "lns.rho_neg": 0.01}),
+        ("LNS_rho_pos0.01_rho_neg0.01_seed1", "lns", 1, {"lns.rho_pos": 0.01, "lns.rho_neg": 0.01}),
+        ("LNS_rho_pos0.01_rho_neg0.01_seed2", "lns", 2, {"lns.rho_pos": 0.01, "lns.rho_neg": 0.01}),
+        ("LNS_rho_pos0.02_rho_neg0.02_seed0", "lns", 0, {"lns.rho_pos": 0.02, "lns.rho_neg": 0.02}),
+        ("LNS_rho_pos0.02_rho_neg0.02_seed1", "lns", 1, {"lns.rho_pos": 0.02, "lns.rho_neg": 0.02}),
+        ("LNS_rho_pos0.02_rho_neg0.02_seed2", "lns", 2, {"lns.rho_pos": 0.02, "lns.rho_neg": 0.02}),
+        ("LNS_rho_pos0.05_rho_neg0.05_seed0", "lns", 0, {"lns.rho_pos": 0.05, "lns.rho_neg": 0.05}),
+        ("LNS_rho_pos0.05_rho_neg0.05_seed1", "lns", 1, {"lns.rho_pos": 0.05, "lns.rho_neg": 0.05}),
+        ("LNS_rho_pos0.05_rho_neg0.05_seed2", "lns", 2, {"lns.rho_pos": 0.05, "lns.rho_neg": 0.05}),
+        ("LNS_rho_pos0.1_rho_neg0.1_seed0", "lns", 0, {"lns.rho_pos": 0.1, "lns.rho_neg": 0.1}),
+        ("LNS_rho_pos0.1_rho_neg0.1_seed1", "lns", 1, {"lns.rho_pos": 0.1, "lns.rho_neg": 0.1}),
+        ("LNS_rho_pos0.1_rho_neg0.1_seed2", "lns", 2, {"lns.rho_pos": 0.1, "lns.rho_neg": 0.1}),
+        ("LNS_rho_pos0.2_rho_neg0.2_seed0", "lns", 0, {"lns.rho_pos": 0.2, "lns.rho_neg": 0.2}),
+        ("LNS_rho_pos0.2_rho_neg0.2_seed1", "lns", 1, {"lns.rho_pos": 0.2, "lns.rho_neg": 0.2}),
+        ("LNS_rho_pos0.2_rho_neg0.2_seed2", "lns", 2, {"lns.rho_pos": 0.2, "lns.rho_neg": 0.2}),
+    ],
+    "alpha_sweep": [
+        ("LNSalpha0_alpha0.0_seed0", "lns", 0, {"lns.alpha": 0.0}),
+        ("LNSalpha0_alpha0.0_seed1", "lns", 1, {"lns.alpha": 0.0}),
+        ("LNSalpha0_alpha0.0_seed2", "lns", 2, {"lns.alpha": 0.0}),
+        ("LNS_alpha0.01_seed0", "lns", 0, {"lns.alpha": 0.01}),
+        ("LNS_alpha0.01_seed1", "lns", 1, {"lns.alpha": 0.01}),
+        ("LNS_alpha0.01_seed2", "lns", 2, {"lns.alpha": 0.01}),
+        ("LNS_alpha0.1_seed0", "lns", 0, {"lns.alpha": 0.1}),
+        ("LNS_alpha0.1_seed1", "lns", 1, {"lns.alpha": 0.1}),
+        ("LNS_alpha0.1_seed2", "lns", 2, {"lns.alpha": 0.1}),
+        ("LNS_alpha0.5_seed0", "lns", 0, {"lns.alpha": 0.5}),
+        ("LNS_alpha0.5_seed1", "lns", 1, {"lns.alpha": 0.5}),
+        ("LNS_alpha0.5_seed2", "lns", 2, {"lns.alpha": 0.5}),
+        ("LNS_seed0", "lns", 0, {}),
+        ("LNS_seed1", "lns", 1, {}),
+        ("LNS_seed2", "lns", 2, {}),
+        ("LNS_alpha2.0_seed0", "lns", 0, {"lns.alpha": 2.0}),
+        ("LNS_alpha2.0_seed1", "lns", 1, {"lns.alpha": 2.0}),
+        ("LNS_alpha2.0_seed2", "lns", 2, {"lns.alpha": 2.0}),
+        ("LNS_alpha5.0_seed0", "lns", 0, {"lns.alpha": 5.0}),
+        ("LNS_alpha5.0_seed1", "lns", 1, {"lns.alpha": 5.0}),
+        ("LNS_alpha5.0_seed2", "lns", 2, {"lns.alpha": 5.0}),
+    ],
+}

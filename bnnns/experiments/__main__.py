@@ -1,3 +1,6 @@
-from bnnns.experiments._legacy import main
+"""``python -m bnnns.experiments``: see :mod:`bnnns.experiments.cli`."""
 
-main()
+from bnnns.experiments.cli import main
+
+if __name__ == "__main__":
+    main()
