@@ -6,6 +6,9 @@ Which path reads what:
   and md5-verified on load, held in memory (:mod:`bnnns.data.mnist`).
 * ``"npz:<path>"``: ``x_train, y_train, x_test, y_test`` from one ``.npz``, validated and held
   in memory (:mod:`bnnns.data.npz`).
+* ``"folder:<dir>"``: JPEG/PNG files in one folder per class (``train/`` + ``test/``, or one
+  tree with a carved test split), decoded once and cached on disk as uint8, held in memory
+  (:mod:`bnnns.data.folder`).
 * ``"tfds:<name>"``: ``tfds.data_source`` = TF-free random access over the ArrayRecord files
   of a prepared TFDS dataset; images are read and decoded (numpy/PIL) only when a batch asks
   for them, so ImageNet stays on disk. The ``tfds.load``/tf.data fallback is used only when

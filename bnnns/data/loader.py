@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnnns.data import mnist, npz, tfds_source
+from bnnns.data import folder, mnist, npz, tfds_source
 from bnnns.data.split import DatasetInfo, RawDataset, Split
 
-SPEC_FORMS = '"mnist", "tfds:<name>" (e.g. "tfds:cifar10") or "npz:<path>"'
+SPEC_FORMS = (
+    '"mnist", "tfds:<name>" (e.g. "tfds:cifar10"), "npz:<path>" or "folder:<dir>" '
+    "(one folder of images per class)"
+)
 DEFAULT_IMAGENET_SIZE = 224
 STATS_SAMPLE = 2048  # images read to estimate mean/std of a lazy split with unknown stats
 
@@ -33,6 +36,9 @@ def _open(spec: str, data_dir: str | None) -> RawDataset:
         return _in_memory("mnist", arrays, mnist.MEAN, mnist.STD)
     if kind == "npz" and arg:
         return _in_memory("npz", npz.load_npz(arg))
+    if kind == "folder" and arg:
+        arrays, _ = folder.load_folder(arg)
+        return _in_memory("folder", arrays)
     if kind == "tfds" and arg:
         return tfds_source.load_tfds(arg, data_dir)
     raise ValueError(f"Unknown dataset spec {spec!r}; allowed: {SPEC_FORMS}.")
@@ -76,9 +82,11 @@ def load_dataset(
 
     Args:
         spec: ``"mnist"`` (shipped IDX files, md5-verified), ``"tfds:<name>"`` (TF-free
-            ``tfds.data_source``) or ``"npz:<path>"`` (``x_train, y_train, x_test, y_test``).
+            ``tfds.data_source``), ``"npz:<path>"`` (``x_train, y_train, x_test, y_test``) or
+            ``"folder:<dir>"`` (JPEG/PNG files, one folder per class; :mod:`bnnns.data.folder`).
         data_dir: For ``"mnist"``, a directory holding the four IDX files (default: the
-            shipped copy); for ``"tfds:"``, the TFDS data directory; unused for ``"npz:"``.
+            shipped copy); for ``"tfds:"``, the TFDS data directory; unused for ``"npz:"``
+            and ``"folder:"``.
         validation_fraction: Fraction of the training rows moved into a ``"validation"``
             split, chosen by a permutation seeded with ``validation_seed``.
         validation_seed: Seed of the validation carve.

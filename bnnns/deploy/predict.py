@@ -2,11 +2,11 @@
 
     python -m bnnns.deploy.predict model.bnn --dataset mnist [--json]
 
-``--dataset`` takes any ``config.dataset`` form (``mnist``, ``npz:<path>``, ``tfds:<name>``;
-default: the dataset the model was trained on). Images are preprocessed as in training: the
-artifact's input size and normalisation (the training split's statistics), so the accuracy
-equals the run's final test accuracy. ``--json`` prints ``{"accuracy": ..., "count": ...}``;
-``--save-logits out.npy`` also writes every image's logits.
+``--dataset`` takes any ``config.dataset`` form (``mnist``, ``npz:<path>``, ``tfds:<name>``,
+``folder:<dir>``; default: the dataset the model was trained on). Images are preprocessed as in
+training: the artifact's input size and normalisation (the training split's statistics), so the
+accuracy equals the run's final test accuracy. ``--json`` prints
+``{"accuracy": ..., "count": ...}``; ``--save-logits out.npy`` also writes every image's logits.
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m bnnns.deploy.predict", description=__doc__.split("\n")[0]
     )
     p.add_argument("artifact", help="a .bnn file written by python -m bnnns.deploy.export")
-    p.add_argument("--dataset", default=None, help="mnist | npz:<path> | tfds:<name>")
+    p.add_argument(
+        "--dataset", default=None, help="mnist | npz:<path> | tfds:<name> | folder:<dir>"
+    )
     p.add_argument("--data-dir", default=None, help="as config.data_dir")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--json", action="store_true", help='print {"accuracy": ..., "count": ...}')

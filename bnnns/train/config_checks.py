@@ -89,9 +89,12 @@ def parse_stages(stages: str) -> list[str]:
     return names
 
 
+_DATASET_FORMS = "'mnist', 'tfds:<name>' (e.g. tfds:cifar10), 'npz:<path>' or 'folder:<dir>'"
+
+
 def _check_dataset(spec: str) -> None:
     if not isinstance(spec, str) or not spec:
-        _fail("dataset", spec, "'mnist', 'tfds:<name>' or 'npz:<path>'")
+        _fail("dataset", spec, _DATASET_FORMS)
     if spec == "mnist" or (spec.startswith("tfds:") and len(spec) > 5):
         return
     if spec.startswith("npz:"):
@@ -99,7 +102,13 @@ def _check_dataset(spec: str) -> None:
         if not os.path.isfile(path):
             _fail("dataset", spec, f"npz file {path!r} does not exist")
         return
-    _fail("dataset", spec, "'mnist', 'tfds:<name>' (e.g. tfds:cifar10) or 'npz:<path>'")
+    if spec.startswith("folder:") and len(spec) > 7:
+        path = spec[7:]
+        if not os.path.isdir(path):
+            what = "is not a folder" if os.path.exists(path) else "does not exist"
+            _fail("dataset", spec, f"image folder {path!r} {what}")
+        return
+    _fail("dataset", spec, _DATASET_FORMS)
 
 
 def _check_optimization(config: ConfigDict, stage: str) -> None:

@@ -32,7 +32,7 @@ def base_config() -> ConfigDict:
     c.seed = 0
     c.stages = "pretrain,lns"  # comma-separated, from pretrain | finetune | lns
     c.init_from = ""  # workdir of a run with a pretrain stage (when stages has no pretrain)
-    # Data: "mnist" | "tfds:<name>" | "npz:<path>".
+    # Data: "mnist" | "tfds:<name>" | "npz:<path>" | "folder:<dir>".
     c.dataset = "mnist"
     c.data_dir = ""
     c.validation_fraction = 0.0
