@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 import bnnns
-from bnnns import bench
+from bnnns.bench import cases, cli, mapping_ab, mapping_fn, peers, process, timing
 from bnnns.nn.layers import BinaryConv, drop_sown
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +60,7 @@ def test_quick_prints_one_json_object_per_line():
 
 
 def test_paired_one_process_reports_a_pair(capsys):
-    assert bench.main(["--one", "resnet20:sign,resnet20:float", "--batch", "2", "--width", "4",
+    assert cli.main(["--one", "resnet20:sign,resnet20:float", "--batch", "2", "--width", "4",
                        "--warmup", "1", "--steps", "2"]) == 0  # fmt: skip
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [x["kind"] for x in lines] == ["step", "step", "pair"]
@@ -68,12 +68,13 @@ def test_paired_one_process_reports_a_pair(capsys):
 
 
 def test_float_reference_uses_latent_weights():
+    opts = cases.binary_options("resnet20", "float")
+    assert (opts.weight_binarizer, opts.activation) == ("real", "none")
     conv = BinaryConv(3, activation="none")
     x = jnp.linspace(-1.0, 1.0, 2 * 4 * 4 * 2).reshape(2, 4, 4, 2)
     variables = drop_sown(conv.init(jax.random.key(0), x))
-    with bench.real_weights():
-        real = conv.apply(variables, x)
-    binary = conv.apply(variables, x)  # patch undone: sign(W) * mean|W| again
+    real = BinaryConv(3, activation="none", weight_binarizer="real").apply(variables, x)
+    binary = conv.apply(variables, x)  # the sign layer: sign(W) * mean|W|
     kernel = variables["params"]["kernel"]
     expected = jax.lax.conv_general_dilated(
         x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
@@ -83,7 +84,7 @@ def test_float_reference_uses_latent_weights():
 
 
 def test_peer_model_options_match_the_peers():
-    model, shape, classes = bench.build(bench.Case("resnet20_peer", "sign", 8, 32, 16))
+    model, shape, classes = cases.build(cases.Case("resnet20_peer", "sign", 8, 32, 16))
     assert (model.block, model.shortcut, shape, classes) == ("classic", "B", (32, 32, 3), 10)
     b = model.binary
     assert (b.weight_binarizer, b.weight_scale, b.weight_ste, b.weight_clip) == (
@@ -96,8 +97,8 @@ def test_peer_model_options_match_the_peers():
 
 
 def test_missing_peers_are_skipped(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "PEERBENCH", str(tmp_path))
-    rc = bench.main(["--peers", "--rounds", "1", "--peer-configs", "larq_tf,torch_compile"])
+    monkeypatch.setattr(peers, "PEERBENCH", str(tmp_path))
+    rc = cli.main(["--peers", "--rounds", "1", "--peer-configs", "larq_tf,torch_compile"])
     assert rc == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     runs = [x for x in lines if x["kind"] == "peer_run"]
@@ -119,7 +120,7 @@ def test_peer_summary_ratios():
         "jax_plain": [run("jax_plain", 0, 0.6), run("jax_plain", 1, 0.6)],
         "bnnns_pair": [{"config": "bnnns_pair", "round": 0, "pair_ratio_median": 1.1}],
     }
-    out = bench._peer_summary(runs)
+    out = peers.peer_summary(runs)
     targets = {x["name"]: x for x in out if x["kind"] == "target"}
     assert targets["bnnns_sign_over_jax_plain"]["value"] == pytest.approx(1.05)
     assert targets["bnnns_lns_over_bnnns_sign"]["value"] == pytest.approx(1.15)
@@ -131,7 +132,7 @@ def test_peer_summary_ratios():
 
 def test_parse_lines_accepts_peer_prefixes():
     text = 'noise\nRESULT {"step_s_median": 1}\nAB {"pair_ratio_median": 2}\n{"kind": "step"}\n'
-    assert bench._parse_lines(text) == [
+    assert process.parse_lines(text) == [
         {"step_s_median": 1},
         {"pair_ratio_median": 2},
         {"kind": "step"},
@@ -143,13 +144,13 @@ def _lines(capsys):
 
 
 def test_analytic_mapping_flops_counts_pairs():
-    f = bench.analytic_mapping_flops([(3, 3, 4, 5)])
+    f = mapping_fn.analytic_mapping_flops([(3, 3, 4, 5)])
     assert f["analytic_fwd_flops_plain"] == 1296 * 5 * 4**2  # 81 (position, tap) pairs
     assert f["analytic_fwd_flops_valid"] == 784 * 5 * 4**2  # 49 of them read real pixels
     assert f["analytic_step_flops_valid"] == 3 * f["analytic_fwd_flops_valid"]
     dense, five = (
-        bench.analytic_mapping_flops([(8, 5)]),
-        bench.analytic_mapping_flops([(5, 5, 2, 3)]),
+        mapping_fn.analytic_mapping_flops([(8, 5)]),
+        mapping_fn.analytic_mapping_flops([(5, 5, 2, 3)]),
     )
     assert dense["analytic_fwd_flops_plain"] == 9 * dense["analytic_fwd_flops_valid"]  # 1x1: 1 tap
     assert five["analytic_fwd_flops_valid"] / five["analytic_fwd_flops_plain"] == 169 / 225
@@ -162,17 +163,17 @@ def test_analytic_figure_matches_xla_cost_analysis():
     for impl in ("conv", "valid_taps"):
         net = bnnns.MappingNet(conv_impl=impl)
         params = net.init(jax.random.key(0), kernel)
-        xla = bench._flops(jax.jit(net.apply).lower(params, kernel).compile())
-        analytic = bench.analytic_mapping_flops([kernel.shape])["analytic_fwd_flops_valid"]
+        xla = timing.xla_flops(jax.jit(net.apply).lower(params, kernel).compile())
+        analytic = mapping_fn.analytic_mapping_flops([kernel.shape])["analytic_fwd_flops_valid"]
         assert 1.0 <= xla / analytic < 1.3, (impl, xla, analytic)
 
 
 def test_mapping_ab_compares_the_implementations(capsys):
     argv = ["--mapping-ab", "--models", "cnn", "--width", "4", "--warmup", "0", "--steps", "1"]
-    assert bench.main(argv) == 0
+    assert cli.main(argv) == 0
     lines = _lines(capsys)
     runs = {x["variant"]: x for x in lines if x["kind"] == "mapping_ab"}
-    assert set(runs) == set(bench.AB_VARIANTS)
+    assert set(runs) == set(mapping_ab.AB_VARIANTS)
     for x in runs.values():  # the same dL/dW from every implementation
         assert x["rel_l2_dW_vs_reference"] < 1e-4 and x["xla_peak_mib"] > 0
     (summary,) = [x for x in lines if x["kind"] == "mapping_ab_summary"]
@@ -182,12 +183,13 @@ def test_mapping_ab_compares_the_implementations(capsys):
 
 
 def test_reference_binarizer_uses_the_old_mapping_network():
-    case = bench.Case("resnet20", "lns_ref", 2, 8, 4)
-    model, shape, _ = bench.build(case)
-    with bench.reference_mapping():
-        params = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, *shape)))["params"]
+    case = cases.Case("resnet20", "lns_ref", 2, 8, 4)
+    model, shape, _ = cases.build(case)
+    assert model.binary.mapping_impl == "reference"
+    params = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, *shape)))["params"]
     first = params["BinaryConv_0"]["mapping"]
     assert set(first["Conv_0"]) == {"kernel", "bias"}  # the pre-norm biases of the old net
+    model, shape, _ = cases.build(cases.Case("resnet20", "lns", 2, 8, 4))  # the default
     params = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, *shape)))["params"]
     assert set(params["BinaryConv_0"]["mapping"]["Conv_0"]) == {"kernel"}
 
@@ -196,7 +198,7 @@ def test_costs_per_model_including_any_zoo_model(capsys):
     """The recipes' models run the same code (their cost fields: the --quick test above)."""
     argv = ["--costs", "--models", "cnn", "--batch", "2", "--image", "16", "--warmup", "0",
             "--steps", "1"]  # fmt: skip
-    assert bench.main(argv) == 0
+    assert cli.main(argv) == 0
     costs = {x["model"]: x for x in _lines(capsys) if x["kind"] == "cost"}
     assert set(costs) == {"cnn"}
     for c in costs.values():
@@ -210,7 +212,7 @@ def test_gpu_step_script_runs_on_cpu_at_tiny_sizes(capsys):
     """The accelerator script (not measured here: no device) runs end to end."""
     argv = ["--gpu-step", "--gpu-batches", "2", "--image", "16", "--width", "2", "--warmup", "0",
             "--steps", "1"]  # fmt: skip
-    assert bench.main(argv) == 0
+    assert cli.main(argv) == 0
     lines = _lines(capsys)
     steps = {x["binarizer"] for x in lines if x["kind"] == "step"}
     assert steps == {"sign", "lns", "lns_bf16"}

@@ -1,13 +1,18 @@
 """Tests of BinaryConv / BinaryDense (Eqs. 2, 4, 15, 17, 21; D1, D2, D6, D8)."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
+from hypothesis import given
+from hypothesis import strategies as st
 
 import bnnns
+from bnnns.core.mapping import CONV_IMPLS, ReferenceMappingNet, drop_prenorm_biases
+from bnnns.core.scaling import SCALE_MODES
 from bnnns.nn.layers import collect_aux_loss, drop_sown
 
 
@@ -148,7 +153,106 @@ class BinaryLayerTest(chex.TestCase):
         ({"weight_scale": "filter"}, "weight_scale"),
         ({"activation": "tanh"}, "activation"),
         ({"rho_pos": 0.6, "rho_neg": 0.5}, "rho_pos \\+ rho_neg"),
+        ({"weight_binarizer": "float"}, "weight_binarizer must be one of .*'real'.*got 'float'"),
+        ({"weight_binarizer": "lns", "mapping_impl": "fast"}, "mapping_impl .*got 'fast'"),
+        ({"mapping_impl": "fast"}, "mapping_impl must be one of .*'reference'.*got 'fast'"),
     )
     def test_bad_options(self, kwargs, pattern):
         with pytest.raises(ValueError, match=pattern):
             conv_setup(**kwargs)
+
+
+def _rel_l2(a, b):
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+@given(
+    features=st.integers(1, 5),
+    c_in=st.integers(1, 4),
+    size=st.integers(1, 6),
+    kernel_size=st.sampled_from([(1, 1), (3, 3), (3, 1), (2, 2)]),
+    strides=st.sampled_from([(1, 1), (2, 2), (1, 2)]),
+    padding=st.sampled_from(["SAME", "VALID", ((1, 0), (0, 1))]),
+    scale=st.sampled_from(SCALE_MODES),
+)
+def test_real_conv_is_a_plain_flax_conv(features, c_in, size, kernel_size, strides, padding, scale):
+    """weight_binarizer="real" (the float reference): the latent W as it is, no mapping net."""
+    size = max(size, kernel_size[0], kernel_size[1])  # VALID needs an image at least this big
+    layer = bnnns.BinaryConv(
+        features,
+        kernel_size=kernel_size,
+        strides=strides,
+        padding=padding,
+        weight_binarizer="real",
+        activation="none",
+        weight_scale=scale,
+        residual_mapping=True,
+    )
+    x = jax.random.normal(jax.random.key(0), (2, size, size + 1, c_in))
+    variables = drop_sown(layer.init(jax.random.key(1), x))
+    assert set(variables) == {"params"} and set(variables["params"]) == {"kernel"}
+    plain = nn.Conv(features, kernel_size, strides, padding, use_bias=False)
+    want = plain.apply(variables, x)
+    chex.assert_trees_all_equal_shapes(plain.init(jax.random.key(1), x), variables)
+    np.testing.assert_allclose(layer.apply(variables, x), want, rtol=1e-6, atol=1e-6)
+
+
+@given(
+    features=st.integers(1, 6), c_in=st.integers(1, 6), scale=st.sampled_from(["layer", "channel"])
+)
+def test_real_dense_is_a_plain_flax_dense(features, c_in, scale):
+    layer = bnnns.BinaryDense(
+        features, weight_binarizer="real", activation="none", weight_scale=scale
+    )
+    x = jax.random.normal(jax.random.key(0), (3, c_in))
+    variables = drop_sown(layer.init(jax.random.key(1), x))
+    assert set(variables["params"]) == {"kernel"}
+    want = nn.Dense(features, use_bias=False).apply(variables, x)
+    np.testing.assert_allclose(layer.apply(variables, x), want, rtol=1e-6, atol=1e-6)
+    # Binary activations still apply: the real layer only leaves W as it is.
+    xb = jnp.where(x >= 0, 1.0, -1.0)
+    real_w = bnnns.BinaryDense(features, weight_binarizer="real").apply(variables, x)
+    np.testing.assert_allclose(real_w, xb @ variables["params"]["kernel"], rtol=1e-6, atol=1e-6)
+
+
+def _randomize_biases(tree, key):
+    keys = iter(jax.random.split(key, 16))
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: x + jax.random.normal(next(keys), x.shape) if path[-1].key == "bias" else x,
+        tree,
+    )
+
+
+@pytest.mark.parametrize("impl", CONV_IMPLS)
+@pytest.mark.parametrize("dense", [False, True])
+def test_reference_mapping_impl_agrees_with_the_default(impl, dense):
+    """mapping_impl="reference" builds ReferenceMappingNet; on the same theta (its pre-norm
+    biases dropped) every other implementation gives the same layer output, auxiliary loss and
+    dL/dW, within what the benchmarks' mapping A/B allows (relative L2 < 1e-4)."""
+    make = bnnns.BinaryDense if dense else bnnns.BinaryConv
+    x = jax.random.normal(jax.random.key(0), (2, 12) if dense else (2, 6, 6, 8))
+    ref_layer = make(6, weight_binarizer="lns", mapping_impl="reference")
+    ref_vars = drop_sown(ref_layer.init(jax.random.key(1), x))
+    kernel = ref_vars["params"]["kernel"]
+    want_tree = ReferenceMappingNet().init(jax.random.key(2), kernel)["params"]
+    chex.assert_trees_all_equal_shapes(ref_vars["params"]["mapping"], want_tree)
+    assert set(ref_vars["params"]["mapping"]["Conv_0"]) == {"kernel", "bias"}
+    ref_vars = _randomize_biases(ref_vars, jax.random.key(3))
+    new_vars = drop_prenorm_biases(ref_vars)
+    assert set(new_vars["params"]["mapping"]["Conv_0"]) == {"kernel"}
+    layer = make(6, weight_binarizer="lns", mapping_impl=impl)
+
+    def loss(layer, params):
+        y, cols = layer.apply({"params": params}, x, mutable=["lns"])
+        return jnp.sum(y * jnp.cos(y)) + collect_aux_loss(cols["lns"]), (y, cols["lns"])
+
+    (l_ref, (y_ref, lns_ref)), g_ref = jax.value_and_grad(
+        lambda p: loss(ref_layer, p), has_aux=True
+    )(ref_vars["params"])
+    (l_new, (y_new, lns_new)), g_new = jax.value_and_grad(lambda p: loss(layer, p), has_aux=True)(
+        new_vars["params"]
+    )
+    assert _rel_l2(y_new, y_ref) < 1e-4
+    assert _rel_l2(collect_aux_loss(lns_new), collect_aux_loss(lns_ref)) < 1e-4
+    assert _rel_l2(g_new["kernel"], g_ref["kernel"]) < 1e-4
+    assert abs(float(l_new - l_ref)) <= 1e-4 * abs(float(l_ref))

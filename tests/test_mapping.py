@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bnnns
-from bnnns.bench import ReferenceMappingNet
 from bnnns.core import mapping
 from bnnns.core.mapping import (
+    ReferenceMappingNet,
     drop_prenorm_biases,
     filters_to_kernel,
     kernel_to_filters,
@@ -258,3 +258,18 @@ class CheaperMappingNetTest(chex.TestCase):
         config.lns.mapping_dtype = "float16"
         with pytest.raises(ConfigError, match="lns.mapping_dtype='float16'"):
             validate_config(config)
+
+
+@pytest.mark.parametrize("impl", mapping.MAPPING_IMPLS)
+def test_make_mapping_net_builds_the_named_implementation(impl):
+    net = mapping.make_mapping_net(impl, residual=True, dtype="bfloat16", name="mapping")
+    if impl == "reference":
+        assert type(net) is ReferenceMappingNet
+    else:
+        assert type(net) is bnnns.MappingNet and net.conv_impl == impl
+    assert (net.residual, net.dtype, net.name) == (True, "bfloat16", "mapping")
+
+
+def test_make_mapping_net_rejects_an_unknown_name():
+    with pytest.raises(ValueError, match="mapping implementation must be one of .*got 'fast'"):
+        mapping.make_mapping_net("fast")

@@ -1,5 +1,7 @@
+"""``python -m bnnns.bench``: :func:`bnnns.bench.cli.main`."""
+
 import sys
 
-from bnnns.bench._legacy import main
+from bnnns.bench.cli import main
 
 sys.exit(main())

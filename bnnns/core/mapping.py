@@ -11,6 +11,9 @@ import jax.numpy as jnp
 
 __all__ = [
     "MappingNet",
+    "ReferenceMappingNet",
+    "make_mapping_net",
+    "MAPPING_IMPLS",
     "MappingConv",
     "FilterBankNorm",
     "CONV_IMPLS",
@@ -29,6 +32,9 @@ CONV_IMPLS = ("auto", "valid_taps", "conv")
 # XLA's conv is as fast or faster and compiles 3-5x quicker.
 AUTO_MIN_CHANNEL_PRODUCT = 128 * 256
 MAPPING_DTYPES = ("float32", "bfloat16")
+# How a binary layer builds its mapping network (:func:`make_mapping_net`): a conv_impl of
+# MappingNet, or "reference", the network before issue 11 (:class:`ReferenceMappingNet`).
+MAPPING_IMPLS = (*CONV_IMPLS, "reference")
 
 
 def kernel_to_filters(kernel: jax.Array) -> jax.Array:
@@ -224,6 +230,54 @@ class MappingNet(nn.Module):
         if self.residual:
             out = filters.astype(out.dtype) + out
         return filters_to_kernel(out, kernel.ndim).astype(kernel.dtype)
+
+
+class ReferenceMappingNet(nn.Module):
+    """The mapping network as it was before issue 11, kept verbatim as a reference.
+
+    ``nn.Conv`` (the plain ``lax`` conv over the padded 3x3 images) with a bias on all three
+    convs. Same function as :class:`MappingNet` (the pre-norm biases cancel in
+    :class:`FilterBankNorm`); its parameter tree has the two extra ``bias`` leaves
+    (:func:`drop_prenorm_biases` converts it). Benchmarks and tests compare against it.
+    """
+
+    residual: bool = False
+    dtype: Any = None  # compute dtype; None = the kernel's dtype
+
+    @nn.compact
+    def __call__(self, kernel: jax.Array) -> jax.Array:
+        filters = kernel_to_filters(kernel)
+        dtype = self.dtype or kernel.dtype
+        c = filters.shape[-1]
+        conv = lambda features, **kw: nn.Conv(  # noqa: E731
+            features, (3, 3), padding="SAME", dtype=dtype, param_dtype=jnp.float32, **kw
+        )
+        h = filters.astype(dtype)
+        h = nn.relu(FilterBankNorm()(conv(2 * c)(h)))
+        h = nn.relu(FilterBankNorm()(conv(2 * c)(h)))
+        last_init = nn.initializers.zeros if self.residual else nn.initializers.lecun_normal()
+        out = conv(c, kernel_init=last_init)(h)
+        if self.residual:
+            out = filters.astype(out.dtype) + out
+        return filters_to_kernel(out, kernel.ndim).astype(kernel.dtype)
+
+
+def make_mapping_net(
+    impl: str = "auto", *, residual: bool = False, dtype: Any = None, name: str | None = None
+) -> MappingNet | ReferenceMappingNet:
+    """The mapping network of implementation ``impl`` (one of :data:`MAPPING_IMPLS`).
+
+    ``"auto"``, ``"valid_taps"`` or ``"conv"``: :class:`MappingNet` with that ``conv_impl``;
+    ``"reference"``: :class:`ReferenceMappingNet`. All compute the same function of ``W``.
+
+    Raises:
+        ValueError: ``impl`` is not one of :data:`MAPPING_IMPLS`.
+    """
+    if impl == "reference":
+        return ReferenceMappingNet(residual=residual, dtype=dtype, name=name)
+    if impl in CONV_IMPLS:
+        return MappingNet(residual=residual, dtype=dtype, conv_impl=impl, name=name)
+    raise ValueError(f"mapping implementation must be one of {MAPPING_IMPLS}, got {impl!r}")
 
 
 PRENORM_CONVS = ("Conv_0", "Conv_1")

@@ -11,6 +11,9 @@ weights:
   sows it, with the label agreement, into the ``"lns"`` collection, so a train step forms
   ``L = l_cls + alpha * sum_i l~_i`` (Eq. 21) without knowing the model
   (:func:`collect_aux_loss`).
+- ``weight_binarizer="real"`` (the float reference): no binarization; the layer computes with
+  its latent ``W`` as it is (no sign, no scale, no mapping network). With
+  ``activation="none"`` a model of such layers is the plain float network of the same shape.
 - ``weight_binarizer="deployed"`` (inference only, §1.7): no latent weights and no mapping
   network; ``Q`` (``int8`` ±1, variable ``"binary"/"bits"``) and the scale ``s`` (D8,
   ``"binary"/"scale"``) come from an exported artifact (:mod:`bnnns.deploy.export`), and the layer
@@ -33,7 +36,7 @@ import jax.numpy as jnp
 from bnnns.core.binary_ops import int_conv, int_dense, sign_int8
 from bnnns.core.estimators import approx_sign, sign, ste_sign
 from bnnns.core.losses import check_noise_rates, lns_loss, lns_loss_floor
-from bnnns.core.mapping import MAPPING_DTYPES, MappingNet
+from bnnns.core.mapping import MAPPING_DTYPES, MAPPING_IMPLS, make_mapping_net
 from bnnns.core.metrics import sign_agreement
 from bnnns.core.scaling import SCALE_MODES, weight_scale
 
@@ -47,9 +50,10 @@ __all__ = [
     "WEIGHT_BINARIZERS",
     "ACTIVATION_ESTIMATORS",
     "WEIGHT_STES",
+    "MAPPING_IMPLS",
 ]
 
-WEIGHT_BINARIZERS = ("sign", "lns", "deployed")
+WEIGHT_BINARIZERS = ("sign", "lns", "real", "deployed")
 ACTIVATION_ESTIMATORS = ("ste_sign", "approx_sign", "none")
 WEIGHT_STES = ("identity", "clipped")
 LABEL_SOURCES = ("current", "pretrained")
@@ -121,6 +125,7 @@ class _BinaryWeights(nn.Module):
     residual_mapping: bool = False
     cls_grad_to_w: str = "mapping"
     mapping_dtype: str = "float32"
+    mapping_impl: str = "auto"
 
     def _check(self) -> None:
         checks = {
@@ -131,6 +136,7 @@ class _BinaryWeights(nn.Module):
             "labels": (self.labels, LABEL_SOURCES),
             "cls_grad_to_w": (self.cls_grad_to_w, CLS_GRAD_PATHS),
             "mapping_dtype": (self.mapping_dtype, MAPPING_DTYPES),
+            "mapping_impl": (self.mapping_impl, MAPPING_IMPLS),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
@@ -140,15 +146,21 @@ class _BinaryWeights(nn.Module):
         check_noise_rates(self.rho_pos, self.rho_neg)
 
     def binary_kernel(self, kernel: jax.Array) -> jax.Array:
-        """``s * Q`` (D8 scale times binary weights), differentiable through the STE."""
+        """``s * Q`` (D8 scale times binary weights), differentiable through the STE; the
+        latent ``W`` itself for ``weight_binarizer="real"``."""
         self._check()
+        if self.weight_binarizer == "real":
+            return kernel
         clip = None if self.weight_ste == "identity" else self.weight_clip
         scale = weight_scale(kernel, self.weight_scale)
         if self.weight_binarizer == "sign":
             binary = ste_sign(kernel, clip)
         else:
-            mapping = MappingNet(
-                residual=self.residual_mapping, dtype=self.mapping_dtype, name="mapping"
+            mapping = make_mapping_net(
+                self.mapping_impl,
+                residual=self.residual_mapping,
+                dtype=self.mapping_dtype,
+                name="mapping",
             )
             q_hat = mapping(kernel)  # Eq. 4
             q_tilde = self._noisy_labels(kernel)
@@ -222,13 +234,18 @@ class BinaryConv(_BinaryWeights):
       activation: ``"ste_sign"`` (clipped STE, D9), ``"approx_sign"`` (Bi-Real) or ``"none"``.
       act_clip: clip range of the activation STE.
       feature_group_count: grouped convolution (AlexNet's two-group convs, §6.2).
-      weight_binarizer: ``"sign"``, ``"lns"`` (D2) or ``"deployed"`` (inference, §1.7).
+      weight_binarizer: ``"sign"``, ``"lns"`` (D2), ``"real"`` (the float reference: ``W`` as
+        it is) or ``"deployed"`` (inference, §1.7).
       weight_scale: ``"none"``, ``"layer"`` or ``"channel"`` (D8).
       weight_ste: ``"identity"`` (D2 default) or ``"clipped"`` (``1{|.| <= weight_clip}``).
       rho_pos, rho_neg: noise rates of Eqs. 8-9 (D4). aux_reduction: ``"mean"`` (Eq. 16, D3
         default) or ``"sum"`` (Eq. 17). labels: ``"current"`` or ``"pretrained"`` (D1).
       residual_mapping: zero-initialised residual mapping (D6 option).
       mapping_dtype: compute dtype of the mapping network, ``"float32"`` or ``"bfloat16"``.
+      mapping_impl: the mapping network's implementation (:data:`MAPPING_IMPLS`): ``"auto"``
+        (default), ``"valid_taps"`` or ``"conv"`` (:class:`bnnns.MappingNet`'s ``conv_impl``),
+        or ``"reference"`` (:class:`bnnns.core.mapping.ReferenceMappingNet`, the network before
+        issue 11; its parameters have two more bias leaves). The same function.
       dtype: compute dtype (``None``: the input's).
 
     ``__call__(x, accumulate=False)``; deployed, ``accumulate=True`` returns the ``int32``

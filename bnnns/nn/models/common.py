@@ -20,11 +20,13 @@ class BinaryOptions:
     """How every binary layer of a model binarizes (method.md Part A).
 
     Attributes mirror :class:`bnnns.BinaryConv`: ``weight_binarizer`` (``"sign"``/``"lns"``,
-    D2; ``"deployed"`` for inference from an artifact, §1.7), ``weight_scale`` (D8),
+    D2; ``"real"``: the latent weights as they are, the float reference; ``"deployed"`` for
+    inference from an artifact, §1.7), ``weight_scale`` (D8),
     ``weight_ste`` (D2), ``weight_clip``, ``activation`` and ``act_clip`` (D9),
     ``rho_pos``/``rho_neg`` (D4), ``aux_reduction`` (D3), ``labels`` (D1),
     ``residual_mapping`` (D6), ``cls_grad_to_w`` (D14),
-    ``mapping_dtype`` (the mapping networks' compute dtype).
+    ``mapping_dtype`` (the mapping networks' compute dtype), ``mapping_impl`` (their
+    implementation, :data:`bnnns.core.mapping.MAPPING_IMPLS`).
     """
 
     weight_binarizer: str = "sign"
@@ -40,6 +42,7 @@ class BinaryOptions:
     residual_mapping: bool = False
     mapping_dtype: str = "float32"
     cls_grad_to_w: str = "mapping"
+    mapping_impl: str = "auto"
 
     @property
     def deployed(self) -> bool:
