@@ -66,7 +66,8 @@ def test_parse_lr_scale():
 
 
 def test_lns_lr_scales_of_a_config():
-    """What the LNS stage (train_lib) and bnnns.bench.stability build their optimizer with."""
+    """What the LNS stage (bnnns.train.stage) and bnnns.bench.stability build their optimizer
+    with."""
     from flax import traverse_util
     from helpers import tiny_config
 

@@ -2,8 +2,8 @@
 
 The 8-device checks run in a subprocess (``python tests/test_sharding.py worker OUT``) so this
 pytest process keeps its single device; the worker writes what it measured to ``OUT`` (JSON)
-and the test asserts on it. The worker runs the train step of :mod:`bnnns.train.train_lib`
-(``_Stage``) for an LNS model on a 1-device and an 8-device mesh from the same state and the
+and the test asserts on it. The worker runs the train step of :mod:`bnnns.train.stage`
+(``Stage``) for an LNS model on a 1-device and an 8-device mesh from the same state and the
 same global batches, with the LNS mapping networks split over the mesh (the default) and replicated.
 
 ``python tests/test_sharding.py bench OUT.json [BATCH ...]`` times the ResNet-20 LNS train step
@@ -326,6 +326,7 @@ def worker(out: str) -> None:
 
     from bnnns.core import mapping
     from bnnns.train import sharding
+    from bnnns.train import stage as stage_lib
     from bnnns.train import train_lib as tl
     from bnnns.train.metric_writer import MetricWriter
     from bnnns.train.stage_init import warm_start_mapping
@@ -350,7 +351,7 @@ def worker(out: str) -> None:
     def make_stage(name: str, mesh, split: bool):
         cfg = config.copy_and_resolve_references()
         cfg.split_mapping = split
-        run = tl._Run(cfg, workdir, splits, info, mesh, MetricWriter(workdir, False), ())
+        run = stage_lib.Run(cfg, workdir, splits, info, mesh, MetricWriter(workdir, False), ())
         traces[name] = 0
 
         def counted(*args, **kwargs):
@@ -358,16 +359,16 @@ def worker(out: str) -> None:
             return train_step(*args, **kwargs)
 
         chex.clear_trace_counter()
-        tl.train_step = chex.assert_max_traces(counted, n=1)  # what _Stage jits
+        stage_lib.train_step = chex.assert_max_traces(counted, n=1)  # what Stage jits
         try:
-            return run, tl._Stage(run, "lns")
+            return run, stage_lib.Stage(run, "lns")
         finally:
-            tl.train_step = train_step
+            stage_lib.train_step = train_step
 
     meshes = {"one": sharding.make_mesh((1,)), "eight": sharding.make_mesh()}
     result["mesh_sizes"] = {k: m.size for k, m in meshes.items()}
     run, stage = make_stage("init", meshes["one"], True)
-    init_state = stage.init_fn(tl._stage_seed_key(config, "lns"), run.dummy_input())
+    init_state = stage.init_fn(stage_lib.stage_seed_key(config, "lns"), run.dummy_input())
     # D7 warm start first, so no q^ sits within float noise of 0: with the mean auxiliary loss
     # (D3) the classification gradient dominates theta's, and a binary weight sign(q^) that
     # flips between the 1- and 8-device runs is a different network (see RTOL), not an error.
