@@ -31,5 +31,6 @@ nothing here patches the library.
 from bnnns.bench.cases import Case, build
 from bnnns.bench.cli import main
 from bnnns.bench.step import run_cases
+from bnnns.core.mapping import ReferenceMappingNet  # its home before the layout (issue 16)
 
-__all__ = ["Case", "build", "run_cases", "main"]
+__all__ = ["Case", "ReferenceMappingNet", "build", "main", "run_cases"]

@@ -27,3 +27,7 @@ directories are named by the rows' ``run`` stems, so keep those stable once runs
 
 Layering: this package may import anything in bnnns; nothing in bnnns imports it.
 """
+
+from bnnns.experiments.cli import main
+
+__all__ = ["main"]
