@@ -286,32 +286,6 @@ def _compare(a, b, bounds: dict | None = None) -> dict:
     }
 
 
-def _abs_grad(model, state, batch, alpha):
-    """sum_b |d l_b / d theta| / B + alpha |d aux / d theta|: the absolute summands of the
-    batch reduction in the step's gradient."""
-    import jax
-    import jax.numpy as jnp
-
-    from bnnns.nn.layers import collect_aux_loss
-    from bnnns.train.steps import MUTABLE_TRAIN
-
-    def per_example(params):
-        logits, updates = model.apply(
-            {"params": params, **state.model_state},
-            batch["image"],
-            train=True,
-            mutable=list(MUTABLE_TRAIN),
-        )
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-        nll = -jnp.take_along_axis(logp, batch["label"][:, None], axis=-1)[:, 0]
-        n = jnp.maximum(jnp.sum(batch["mask"]), 1.0)
-        return nll * batch["mask"] / n, collect_aux_loss(updates.get("lns", {}))
-
-    jac = jax.jacrev(lambda p: per_example(p)[0])(state.params)
-    gaux = jax.grad(lambda p: per_example(p)[1])(state.params)
-    return jax.tree.map(lambda j, a: jnp.sum(jnp.abs(j), 0) + alpha * jnp.abs(a), jac, gaux)
-
-
 def worker(out: str) -> None:
     import functools
 
