@@ -67,10 +67,6 @@ def _record_layers(model: nn.Module, x: jax.Array) -> tuple[list[dict], Any]:
     return calls, variables
 
 
-def _size(tree: Any) -> int:
-    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))
-
-
 def summarize(
     model: nn.Module,
     input_shape: Sequence[int],
