@@ -13,6 +13,7 @@ Numeric conventions
 | ``ste_sign(clip=c)``  | +1   | ``g * 1{|x| <= c}`` (clipped STE)    | activations (D9), Eq. 3|
 | ``ste_sign(None)``    | +1   | ``g`` (identity STE, DoReFa)         | LNS weights (D2)       |
 | ``approx_sign``       | +1   | ``g * max(0, 2 - 2|x|)`` (Bi-Real)   | Bi-Real activations    |
+| ``clip_grad_sign(c)`` | +1   | ``clip(g, -c, c)`` (no mask)         | Eq. 3 as printed (D2)  |
 
 All forward values are ``sign(x)``, exactly ``±1`` in the dtype of ``x``.
 
@@ -32,7 +33,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-__all__ = ["sign", "ste_sign", "approx_sign"]
+__all__ = ["sign", "ste_sign", "approx_sign", "clip_grad_sign"]
 
 
 def sign(x: jax.Array) -> jax.Array:
@@ -127,3 +128,38 @@ def _approx_sign_bwd(x, g):
 
 
 approx_sign.defvjp(_approx_sign_fwd, _approx_sign_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _clip_grad_sign(x: jax.Array, clip: float) -> jax.Array:
+    return sign(x)
+
+
+def _clip_grad_sign_fwd(x, clip):
+    return sign(x), None
+
+
+def _clip_grad_sign_bwd(clip, _, g):
+    return (jnp.clip(g, -clip, clip),)
+
+
+_clip_grad_sign.defvjp(_clip_grad_sign_fwd, _clip_grad_sign_bwd)
+
+
+def clip_grad_sign(x: jax.Array, clip: float = 1.0) -> jax.Array:
+    """Sign whose backward clips the gradient *value*: ``clip(g, -clip, clip)``, no mask on x.
+
+    Eq. 3 read literally (``dl/dW ~ clip(dl/dQ~, -1, 1)``, method.md §7, Q6): unlike
+    :func:`ste_sign`, the gradient passes wherever ``x`` is, only its size is bounded. One of
+    the D2 readings (``lns.weight_ste = "clip_grad"``), an ablation, not the default.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, bnnns
+        >>> x = jnp.array([-3.0, 0.0, 2.0])
+        >>> jax.grad(lambda x: (bnnns.core.estimators.clip_grad_sign(x) * 4.0).sum())(x).tolist()
+        [1.0, 1.0, 1.0]
+    """
+    clip = float(clip)
+    if not clip > 0:
+        raise ValueError(f"clip_grad_sign: clip must be a positive number, got {clip!r}")
+    return _clip_grad_sign(jnp.asarray(x), clip)

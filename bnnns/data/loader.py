@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from bnnns.data import folder, mnist, npz, tfds_source
-from bnnns.data.split import DatasetInfo, RawDataset, Split
+from bnnns.data.split import AUGMENTS, DatasetInfo, RawDataset, Split
 
 SPEC_FORMS = (
     '"mnist", "tfds:<name>" (e.g. "tfds:cifar10"), "npz:<path>" or "folder:<dir>" '
@@ -77,6 +79,7 @@ def load_dataset(
     validation_seed: int = 0,
     train_subset: int | None = None,
     image_size: int | None = None,
+    augment: str | None = None,
 ) -> tuple[dict[str, Split], DatasetInfo]:
     """Loads a dataset as random-access splits plus its metadata.
 
@@ -93,6 +96,10 @@ def load_dataset(
         train_subset: Keep only the first ``train_subset`` training rows (after the carve).
         image_size: Model input side for variable-size (imagenet-style) datasets, default 224.
             For fixed-shape datasets it must be ``None`` or equal to the stored square size.
+        augment: The training augmentation, ``None`` for the data set's own (``"cifar"`` for
+            CIFAR, ``"imagenet"`` for ImageNet-style sets, ``"none"`` otherwise, e.g. a folder);
+            ``"none"`` or ``"cifar"`` (pad-4 random crop + horizontal flip) for a fixed-size
+            set. ``"imagenet"`` is only the variable-size sets' own.
 
     Returns:
         ``(splits, info)``: ``splits`` has ``"train"``, ``"test"`` and, when
@@ -103,6 +110,13 @@ def load_dataset(
         FileNotFoundError: A data file is missing.
     """
     raw = _open(spec, data_dir)
+    if augment is not None and augment != raw.augment:
+        if "imagenet" in (augment, raw.augment) or augment not in AUGMENTS:
+            raise ValueError(
+                f"augment={augment!r} is not available for {raw.name} (augment {raw.augment!r}): "
+                f"a fixed-size data set takes 'none' or 'cifar'"
+            )
+        raw = dataclasses.replace(raw, augment=augment)
     train, validation = _carve(raw.train, validation_fraction, validation_seed)
     mean, std = _stats(raw, train)
     if train_subset is not None:

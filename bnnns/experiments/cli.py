@@ -8,7 +8,9 @@
     python -m bnnns.experiments all --jobs 2                all of them, 2 runs at a time
 
 (the seeds shown are the MNIST protocol's defaults). ``--protocol`` picks the protocol
-(default ``mnist``: ``configs/mnist_ablation.py``). Every run lives in its own workdir under
+(default ``mnist``: ``configs/mnist_ablation.py``; ``cifar10``: ``configs/cifar10_cnn.py``, with
+``--dataset folder:DIR``). ``--dataset`` replaces the protocol config's data set in every run.
+Every run lives in its own workdir under
 ``--workdir`` (default ``runs/experiments``) and is skipped when its ``summary.json`` exists,
 so an interrupted experiment resumes. Tables (JSON + Markdown) and PNG plots go to ``--out``
 (default ``docs/results``).
@@ -17,6 +19,7 @@ so an interrupted experiment resumes. Tables (JSON + Markdown) and PNG plots go 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 
 from bnnns.experiments import runner, studies
@@ -44,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--protocol", default="mnist", help=f"the protocol to run, one of: {', '.join(names)}"
     )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="the data set of every run (config.dataset, e.g. folder:DIR); default: the config's",
+    )
     return parser
 
 
@@ -55,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         protocol = get_protocol(args.protocol)
     except ValueError as e:  # names the registered protocols
         parser.error(str(e))
+    if args.dataset:
+        protocol = dataclasses.replace(
+            protocol, budget={**protocol.budget, "dataset": args.dataset}
+        )
     names = list(protocol.seeds) if args.name == "all" else [args.name]
     if args.name != "all" and args.name not in protocol.seeds:
         parser.error(f"protocol {protocol.name!r} has no experiment {args.name!r}")

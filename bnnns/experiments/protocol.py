@@ -71,6 +71,8 @@ class Protocol:
       thing); a run of these that diverges is a result.
     - ``sweeps``: Figs. 4 and 5 by experiment name (``rho_sweep``, ``alpha_sweep``).
     - ``seeds``: the default number of seeds (``0 .. n-1``) of each experiment the protocol has.
+    - ``reference``: the same model in float (trained like ``pretrain``), reported beside Table 1
+      so the cost of binarization shows; ``None`` when the protocol has none.
     - ``title``: the data set (and model) as plot titles name it.
     """
 
@@ -85,6 +87,7 @@ class Protocol:
     sweeps: Mapping[str, Sweep]
     seeds: Mapping[str, int]
     budget: Overrides = field(default_factory=dict)
+    reference: Run | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.seeds) - set(EXPERIMENTS)

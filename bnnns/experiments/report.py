@@ -81,6 +81,13 @@ def ablation_markdown(result: dict) -> str:
         f"| baseline (pretrained) | {100 * result['baseline']['test_accuracy']:.2f} | — | — "
         f"| {paper.TABLE1['baseline']} |"
     )
+    ref = result.get("float_reference")
+    if ref is not None:
+        lines.insert(
+            2,
+            f"| float reference (same model, real weights, ReLU) | "
+            f"{100 * ref['test_accuracy']:.2f} | — | — | — |",
+        )
     for name, row in result["rows"].items():
         lines.append(
             f"| {name} | {pct(*row['last'])} | {pct(*row['best'])} | "

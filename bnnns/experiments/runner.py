@@ -26,6 +26,7 @@ __all__ = [
     "planned_runs",
     "pretrain",
     "pretrain_spec",
+    "reference",
     "run_in_parallel",
     "run_one",
     "run_workdir",
@@ -136,6 +137,17 @@ def pretrain(protocol: Protocol, root: str) -> tuple[str, dict[str, Any]]:
     return workdir, run_one(protocol, workdir, overrides, config=protocol.pretrain.config)
 
 
+def reference(protocol: Protocol, root: str) -> dict[str, Any] | None:
+    """Train (or load) the protocol's float reference model; its last stage's summary, or None
+    when the protocol has no reference."""
+    row = protocol.reference
+    if row is None:
+        return None
+    workdir = os.path.join(root, row.run)
+    summary = run_one(protocol, workdir, {"stages": row.stage, **row.overrides}, config=row.config)
+    return {"workdir": workdir, **summary["stages"][-1]}
+
+
 def run_workdir(protocol: Protocol, root: str, run: Run, seed: int) -> tuple[str, dict]:
     """The directory of a fine-tuning run and its overrides less those equal to the protocol's
     defaults (the same run always lands in the same directory, whichever experiment asks)."""
@@ -209,6 +221,8 @@ def run_in_parallel(
     import multiprocessing
 
     pretrain(protocol, root)
+    if "ablation" in names:
+        reference(protocol, root)
     todo, seen = [], set()
     for name in names:
         for p in planned_runs(protocol, name, seeds[name]):

@@ -34,6 +34,7 @@ def ablation(protocol: Protocol, root: str, out: str, seeds: int) -> dict:
     """Table 1: the baseline (pretrained) and each row, ``seeds`` seeds each; the paired
     comparisons of the protocol at the last, best and best-validation epoch."""
     _, pre_summary = runner.pretrain(protocol, root)
+    ref = runner.reference(protocol, root)
     rows = _runs(protocol, root, "ablation", seeds)
     base = pre_summary["stages"][-1]
     result: dict[str, Any] = {
@@ -41,6 +42,9 @@ def ablation(protocol: Protocol, root: str, out: str, seeds: int) -> dict:
             "test_accuracy": base["test_accuracy"],
             "val_accuracy": base.get("val_accuracy"),
         },
+        "float_reference": None
+        if ref is None
+        else {"test_accuracy": ref["test_accuracy"], "val_accuracy": ref.get("val_accuracy")},
         "rows": {},
         "paired": {},
     }

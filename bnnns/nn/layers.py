@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from bnnns.core.binary_ops import int_conv, int_dense, sign_int8
-from bnnns.core.estimators import approx_sign, sign, ste_sign
+from bnnns.core.estimators import approx_sign, clip_grad_sign, sign, ste_sign
 from bnnns.core.losses import check_noise_rates, lns_loss, lns_loss_floor
 from bnnns.core.mapping import MAPPING_DTYPES, MAPPING_IMPLS, make_mapping_net
 from bnnns.core.metrics import sign_agreement
@@ -54,21 +54,24 @@ __all__ = [
 ]
 
 WEIGHT_BINARIZERS = ("sign", "lns", "real", "deployed")
-ACTIVATION_ESTIMATORS = ("ste_sign", "approx_sign", "none")
-WEIGHT_STES = ("identity", "clipped")
+ACTIVATION_ESTIMATORS = ("ste_sign", "approx_sign", "none", "relu")
+WEIGHT_STES = ("identity", "clipped", "clip_grad")
 LABEL_SOURCES = ("current", "pretrained")
 REDUCTIONS = ("sum", "mean")
 CLS_GRAD_PATHS = ("mapping", "straight")
 
 
 def binarize_activations(x: jax.Array, estimator: str, clip: float = 1.0) -> jax.Array:
-    """``B = sign(X)`` with the chosen estimator (Eq. 2; D9); ``"none"`` leaves X real."""
+    """``B = sign(X)`` with the chosen estimator (Eq. 2; D9); ``"none"`` leaves X real and
+    ``"relu"`` gives ``max(X, 0)`` (the float reference model, with ``weight_binarizer="real"``)."""
     if estimator == "ste_sign":
         return ste_sign(x, clip)
     if estimator == "approx_sign":
         return approx_sign(x)
     if estimator == "none":
         return x
+    if estimator == "relu":  # the float reference's nonlinearity (no sign at all)
+        return jax.nn.relu(x)
     raise ValueError(
         f"activation estimator must be one of {ACTIVATION_ESTIMATORS}, got {estimator!r}"
     )
@@ -147,14 +150,15 @@ class _BinaryWeights(nn.Module):
 
     def binary_kernel(self, kernel: jax.Array) -> jax.Array:
         """``s * Q`` (D8 scale times binary weights), differentiable through the STE; the
-        latent ``W`` itself for ``weight_binarizer="real"``."""
+        latent ``W`` itself for ``weight_binarizer="real"`` (whose ``binary_weights`` are then
+        ``sign(W)``, for the flip rate)."""
         self._check()
         if self.weight_binarizer == "real":
+            self.sow("binary_weights", "kernel", sign(kernel).astype(jnp.int8))
             return kernel
-        clip = None if self.weight_ste == "identity" else self.weight_clip
         scale = weight_scale(kernel, self.weight_scale)
         if self.weight_binarizer == "sign":
-            binary = ste_sign(kernel, clip)
+            binary = self._weight_sign(kernel)
         else:
             mapping = make_mapping_net(
                 self.mapping_impl,
@@ -169,9 +173,17 @@ class _BinaryWeights(nn.Module):
             floor = lns_loss_floor(q_tilde, self.rho_pos, self.rho_neg, self.aux_reduction)
             self.sow("lns", "aux_floor", floor)  # min of aux_loss: aux - floor is the excess
             self.sow("lns", "label_agreement", sign_agreement(q_hat, q_tilde))
-            binary = ste_sign(self._cls_path(mapping, kernel, q_hat), clip)  # D2
+            binary = self._weight_sign(self._cls_path(mapping, kernel, q_hat))  # D2
         self.sow("binary_weights", "kernel", binary.astype(jnp.int8))
         return binary * scale.astype(binary.dtype)
+
+    def _weight_sign(self, x: jax.Array) -> jax.Array:
+        """``sign(x)`` with the weight STE of D2: ``"identity"`` (``g``), ``"clipped"``
+        (``g * 1{|x| <= weight_clip}``) or ``"clip_grad"`` (``clip(g, -c, c)``, Eq. 3 as
+        printed)."""
+        if self.weight_ste == "clip_grad":
+            return clip_grad_sign(x, self.weight_clip)
+        return ste_sign(x, None if self.weight_ste == "identity" else self.weight_clip)
 
     def _cls_path(self, mapping: nn.Module, kernel: jax.Array, q_hat: jax.Array) -> jax.Array:
         """What ``sign`` binarizes for the classification loss: ``q^``, whose gradient reaches
@@ -237,7 +249,8 @@ class BinaryConv(_BinaryWeights):
       weight_binarizer: ``"sign"``, ``"lns"`` (D2), ``"real"`` (the float reference: ``W`` as
         it is) or ``"deployed"`` (inference, §1.7).
       weight_scale: ``"none"``, ``"layer"`` or ``"channel"`` (D8).
-      weight_ste: ``"identity"`` (D2 default) or ``"clipped"`` (``1{|.| <= weight_clip}``).
+      weight_ste: ``"identity"``, ``"clipped"`` (``1{|.| <= weight_clip}``, D2) or
+        ``"clip_grad"`` (the gradient value clipped to ``±weight_clip``, Eq. 3 as printed).
       rho_pos, rho_neg: noise rates of Eqs. 8-9 (D4). aux_reduction: ``"mean"`` (Eq. 16, D3
         default) or ``"sum"`` (Eq. 17). labels: ``"current"`` or ``"pretrained"`` (D1).
       residual_mapping: zero-initialised residual mapping (D6 option).

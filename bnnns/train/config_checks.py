@@ -167,6 +167,9 @@ def _check_dtype(field: str, value) -> None:
         _fail(field, value, "must be a floating-point dtype such as 'float32' or 'bfloat16'")
 
 
+_SIGNED = frozenset({"validation_seed"})  # -1 is a sentinel; its own check bounds it
+
+
 def _check_generic(
     config: ConfigDict, defaults: ConfigDict, prefix: str = "", numbers: bool = False
 ) -> None:
@@ -187,7 +190,9 @@ def _check_generic(
         _same_kind(field, value, default)
         if isinstance(default, _SECTION):
             _check_generic(value, default, f"{field}.", numbers)
-        elif numbers and _is_number(value) and not (math.isfinite(value) and value >= 0):
+        elif numbers and _is_number(value) and field not in _SIGNED and not value >= 0:
+            _fail(field, value, "must be a finite number >= 0")
+        elif numbers and _is_number(value) and not math.isfinite(value):
             _fail(field, value, "must be a finite number >= 0")
 
 
@@ -254,6 +259,9 @@ def validate_config(config: ConfigDict, process_count: int = 1) -> list[str]:
     _number(config, "validation_fraction", low=0, high=0.5)
     _one_of(config, "binary.weight_scale", SCALE_MODES)
     _one_of(config, "binary.weight_ste", WEIGHT_STES)
+    _one_of(config, "binary.weight_binarizer", ("sign", "real"))
+    _one_of(config, "augment", ("", "none", "cifar", "imagenet"))
+    _number(config, "validation_seed", low=-1, integer=True)
     _one_of(config, "binary.activation", ACTIVATION_ESTIMATORS)
     _number(config, "binary.weight_clip", low=0, low_open=True)
     _number(config, "binary.act_clip", low=0, low_open=True)

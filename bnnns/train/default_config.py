@@ -36,6 +36,8 @@ def base_config() -> ConfigDict:
     c.dataset = "mnist"
     c.data_dir = ""
     c.validation_fraction = 0.0
+    c.validation_seed = -1  # seed of the validation carve; -1 = config.seed
+    c.augment = ""  # training augmentation: "" = the data set's own | "none" | "cifar"
     c.train_subset = 0  # 0 = all
     c.image_size = 0  # 0 = the data set's default (ImageNet: 224)
     c.batch_size = 128
@@ -46,10 +48,13 @@ def base_config() -> ConfigDict:
     # Binarization shared by all stages (D8, D9).
     c.binary = ConfigDict(
         {
+            # pretrain/finetune weights: "sign" (binary) | "real" (the float reference model,
+            # with activation "relu"); the lns stage always binarizes through the mapping (D2)
+            "weight_binarizer": "sign",
             "weight_scale": "layer",  # D8: "none" | "layer" | "channel"
             "weight_ste": "identity",  # STE of sign(W) in pretrain/finetune
             "weight_clip": 1.0,
-            "activation": "ste_sign",  # D9: "ste_sign" | "approx_sign" | "none"
+            "activation": "ste_sign",  # D9: "ste_sign" | "approx_sign" | "none" | "relu"
             "act_clip": 1.0,
         }
     )

@@ -44,7 +44,7 @@ def build_model(config: ConfigDict, num_classes: int, stage: str):
     """The model of ``config.model`` with the binarization of ``stage`` (sign or LNS)."""
     lns = stage == "lns"
     binary = BinaryOptions(
-        weight_binarizer="lns" if lns else "sign",
+        weight_binarizer="lns" if lns else config.binary.get("weight_binarizer", "sign"),
         weight_scale=config.binary.weight_scale,
         weight_ste=config.lns.weight_ste if lns else config.binary.weight_ste,
         weight_clip=config.binary.weight_clip,

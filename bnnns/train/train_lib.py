@@ -60,12 +60,20 @@ def load_data(config: ConfigDict) -> tuple[dict[str, data_lib.Split], data_lib.D
             config.dataset,
             data_dir=config.data_dir or None,
             validation_fraction=config.validation_fraction,
-            validation_seed=config.seed,
+            validation_seed=_validation_seed(config),
             train_subset=config.train_subset or None,
             image_size=config.image_size or None,
+            augment=config.get("augment", "") or None,
         )
     except (ValueError, FileNotFoundError, OSError) as e:
         raise DataError(f"config.dataset={config.dataset!r}: {e}") from e
+
+
+def _validation_seed(config: ConfigDict) -> int:
+    """The validation carve's seed: ``config.validation_seed``, or the run's seed when -1 (a
+    protocol fixes it, so every fine-tuning seed holds out the pretrained BNN's split)."""
+    seed = config.get("validation_seed", -1)
+    return config.seed if seed == -1 else seed
 
 
 def _load_pretrained(run: Run, source_workdir: str) -> TrainState:

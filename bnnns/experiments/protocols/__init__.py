@@ -1,4 +1,4 @@
 """The built-in protocols; importing this package registers them
 (:func:`bnnns.experiments.protocol.get_protocol` does)."""
 
-from bnnns.experiments.protocols import mnist  # noqa: F401
+from bnnns.experiments.protocols import cifar10, mnist  # noqa: F401

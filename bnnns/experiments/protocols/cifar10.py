@@ -1,0 +1,60 @@
+"""The CIFAR-10 protocol (``--protocol cifar10 --dataset folder:DIR``; RESULTS.md): Table 1,
+Fig. 3 and the D2 readings on real CIFAR-10 images with the binary CNN of
+``configs/cifar10_cnn.py``.
+
+One pretrained BNN (seed 0, 10 epochs) is fine-tuned with the same budget by every row (3 epochs,
+SGD lr 0.01); the float reference is the same network with real weights and ReLU, trained like
+the BNN. A validation split carved from the training set (10%, the same for every seed) is the
+one used for choices; the test set only reports. ``flip_sources`` holds the D2 readings (the
+weight STE on q^ and the warm start's stop), one seed each.
+"""
+
+from __future__ import annotations
+
+from bnnns.experiments.protocol import Protocol, Run, register
+
+FINE_TUNE = Run("fine-tune", "finetune")
+LNS = Run("LNS", "lns")  # alpha = 1, rho = 0.005, mean reduction, clipped STE (the config's)
+LNS_ALPHA0 = Run("LNSalpha0", "lns", {"lns.alpha": 0.0})
+
+CIFAR10 = register(
+    Protocol(
+        name="cifar10",
+        title="CIFAR-10 (JPEG copy)",
+        config="configs/cifar10_cnn.py",
+        pretrain=Run("pretrain", "pretrain", {"seed": 0}),
+        reference=Run(
+            "float",
+            "pretrain",
+            {"seed": 0, "binary.weight_binarizer": "real", "binary.activation": "relu"},
+        ),
+        table1={"fine-tune": FINE_TUNE, "LNS alpha=0": LNS_ALPHA0, "LNS": LNS},
+        paired=(("LNS", "fine-tune"), ("LNS", "LNS alpha=0"), ("fine-tune", "LNS alpha=0")),
+        # Fig. 3: LNS at lr 0.01; fine-tuning at 0.01, 0.001 and 0.0001 (method.md §5.1).
+        fig3={
+            "LNS": LNS,
+            "fine-tune": FINE_TUNE,
+            "fine-tune lr 0.001": Run(
+                "fine-tunelr0.001", "finetune", {"finetune.learning_rate": 0.001}
+            ),
+            "fine-tune lr 0.0001": Run(
+                "fine-tunelr0.0001", "finetune", {"finetune.learning_rate": 0.0001}
+            ),
+        },
+        # The D2 readings (issue 19): the weight STE on q^ and where the warm start stops.
+        flip_sources={
+            "fine-tune (reference)": FINE_TUNE,
+            "LNS, clipped STE on q^ (D2 default)": LNS,
+            "LNS alpha=0": LNS_ALPHA0,
+            "LNS, identity STE (the old D2)": Run("LNS", "lns", {"lns.weight_ste": "identity"}),
+            "LNS, Eq. 3 as printed (gradient clipped to [-1, 1], no mask)": Run(
+                "LNS", "lns", {"lns.weight_ste": "clip_grad"}
+            ),
+            "LNS, warm start stopped at the 99.5% agreement target": Run(
+                "LNS", "lns", {"lns.warmup_tolerance": 0.0}
+            ),
+        },
+        sweeps={},
+        seeds={"ablation": 3, "flip_sources": 1, "flips": 1},
+    )
+)
