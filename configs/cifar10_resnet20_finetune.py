@@ -15,7 +15,7 @@ def get_config():
     c.dataset = "tfds:cifar10"
     c.stages = "finetune"
     c.init_from = "runs/c10_pretrain"
-    c.model.update(name="resnet20", block="birealish", shortcut="A")
+    c.model.update(name="resnet20", block="birealish", shortcut="A", width=16)
     c.binary.update(weight_scale="layer", weight_ste="identity", activation="ste_sign")
     c.batch_size = 128
     c.finetune.update(
