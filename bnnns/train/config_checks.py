@@ -226,6 +226,7 @@ def _check_running(config: ConfigDict) -> None:
     _number(config, "data_threads", low=0, integer=True)
     _number(config, "log_every_steps", low=1, integer=True)
     _number(config, "checkpoint_every_steps", low=0, integer=True)
+    _number(config, "checkpoint_every_minutes", low=0)
     mesh = config.get("mesh_shape")
     if mesh is not None and not (
         isinstance(mesh, list | tuple)

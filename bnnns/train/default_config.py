@@ -85,6 +85,7 @@ def base_config() -> ConfigDict:
     # Running.
     c.log_every_steps = 50
     c.checkpoint_every_steps = 0  # 0 = at the end of every epoch only
+    c.checkpoint_every_minutes = 0.0  # also save after this much wall time (0 = off)
     c.progress_bar = True
     c.mesh_shape = (-1,)  # ("data",) mesh over all devices
     c.split_mapping = True  # LNS mapping nets: filters split over the mesh (docs/scaling.md)

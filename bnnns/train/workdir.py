@@ -33,6 +33,7 @@ SAFE_FIELDS = (
     "log_every_steps",
     "progress_bar",
     "checkpoint_every_steps",
+    "checkpoint_every_minutes",
     "data_threads",
     "eval_batch_size",
     "mesh_shape",
