@@ -30,6 +30,7 @@ def base_config() -> ConfigDict:
     """All fields, with the paper's CIFAR-10 LNS settings where they apply (Part A)."""
     c = ConfigDict()
     c.seed = 0
+    c.num_seeds = 1  # > 1: seeds seed .. seed + num_seeds - 1 in one program (bnnns.train.seeds)
     c.stages = "pretrain,lns"  # comma-separated, from pretrain | finetune | lns
     c.init_from = ""  # workdir of a run with a pretrain stage (when stages has no pretrain)
     # Data: "mnist" | "tfds:<name>" | "npz:<path>" | "folder:<dir>".

@@ -40,6 +40,7 @@ from bnnns.train.config_checks import validate_config
 from bnnns.train.epoch_record import stage_summary
 from bnnns.train.metric_writer import MetricWriter
 from bnnns.train.preemption import StopRequests
+from bnnns.train.seeds import train_seeds
 from bnnns.train.stage import Callback, Run, Stage, build_model, lns_lr_scales
 from bnnns.train.steps import TrainState
 from bnnns.train.workdir import WorkdirLock, check_rerun_config, write_json_atomic
@@ -185,6 +186,8 @@ def _check_batch_fits(config: ConfigDict, num_train: int) -> None:
 
 
 def _train(config, workdir, stages, splits, info, mesh, callbacks, stop) -> dict[str, Any]:
+    if config.get("num_seeds", 1) > 1:  # S replicas in one program (bnnns.train.seeds)
+        return train_seeds(config, workdir, stages, splits, info, mesh, callbacks, stop, load_data)
     run = Run(
         config,
         workdir,
