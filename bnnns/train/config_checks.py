@@ -225,6 +225,7 @@ def _check_running(config: ConfigDict) -> None:
     _number(config, "train_subset", low=0, integer=True)
     _number(config, "image_size", low=0, integer=True)
     _number(config, "data_threads", low=0, integer=True)
+    _one_of(config, "data_loader", ("threads", "grain"))
     _number(config, "log_every_steps", low=1, integer=True)
     _number(config, "checkpoint_every_steps", low=0, integer=True)
     _number(config, "checkpoint_every_minutes", low=0)

@@ -41,7 +41,8 @@ def base_config() -> ConfigDict:
     c.image_size = 0  # 0 = the data set's default (ImageNet: 224)
     c.batch_size = 128
     c.eval_batch_size = 1000
-    c.data_threads = 2
+    c.data_threads = 2  # threads, or with data_loader "grain" worker processes
+    c.data_loader = "threads"  # "threads" | "grain" (bnnns.data.grain_loader): the same batches
     # Model: name plus its keyword arguments; dtype is the compute dtype.
     c.model = ConfigDict({"name": "cnn", "dtype": "float32"})
     # Binarization shared by all stages (D8, D9).

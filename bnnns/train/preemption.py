@@ -102,10 +102,13 @@ class StopRequests:
         if self._multi:
             from jax.experimental import multihost_utils
 
-            if multihost_utils.reached_preemption_sync_point(self._ticks):
+            try:
+                reached = multihost_utils.reached_preemption_sync_point(self._ticks)
+            except RuntimeError:  # jax_enable_preemption_service is off: no agreed stop
+                return False
+            if reached:
                 self.signal_name = self.signal_name or "SIGTERM"
-                return True
-            return False
+            return reached
         return self.signal_name is not None
 
     def should_save(self, log_step: bool) -> bool:

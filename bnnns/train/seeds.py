@@ -107,6 +107,7 @@ class SeedStages:
                 process_count=jax.process_count(),
                 start_step=start_step,
                 num_threads=run.config.data_threads,
+                loader=run.config.get("data_loader", "threads"),
             )
             for run in self.runs
         ]

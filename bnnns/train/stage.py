@@ -117,6 +117,7 @@ class Run:
             process_count=jax.process_count(),
             start_step=start_step,
             num_threads=self.config.data_threads,
+            loader=self.config.get("data_loader", "threads"),
         )
         for batch in it:
             yield sharding.global_batch(self.mesh, batch)

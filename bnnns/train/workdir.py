@@ -35,6 +35,7 @@ SAFE_FIELDS = (
     "checkpoint_every_steps",
     "checkpoint_every_minutes",
     "data_threads",
+    "data_loader",
     "eval_batch_size",
     "mesh_shape",
     "split_mapping",
