@@ -69,3 +69,14 @@ def test_unknown_loader_is_refused():
     split, info = cifar_like(16)
     with pytest.raises(ValueError, match="loader must be 'threads' or 'grain', got 'tf'"):
         batch_iterator(split, info, global_batch_size=8, seed=0, epoch=0, train=True, loader="tf")
+
+
+def test_config_data_loader_is_checked():
+    from helpers import tiny_config
+
+    from bnnns.errors import ConfigError
+    from bnnns.train.config_checks import validate_config
+
+    validate_config(tiny_config(data_loader="grain"))
+    with pytest.raises(ConfigError, match=r"config.data_loader='tf' is not allowed"):
+        validate_config(tiny_config(data_loader="tf"))

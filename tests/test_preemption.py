@@ -159,3 +159,14 @@ def test_time_interval():
     assert due.should_save(False)
     slow = StopRequests(60.0)
     assert not slow.should_save(True)
+
+
+def test_config_checkpoint_every_minutes_is_checked():
+    from helpers import tiny_config
+
+    from bnnns.errors import ConfigError
+    from bnnns.train.config_checks import validate_config
+
+    validate_config(tiny_config(checkpoint_every_minutes=0.5))
+    with pytest.raises(ConfigError, match=r"config.checkpoint_every_minutes=-1.5 is not allowed"):
+        validate_config(tiny_config(checkpoint_every_minutes=-1.5))
