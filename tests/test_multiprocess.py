@@ -207,8 +207,10 @@ runpy.run_path("train.py", run_name="__main__")
 
 
 def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes(runs, tmp_path):
-    """Both exit 75 at one step, saved collectively; the rerun (in one process) ends with the
-    records and weights of the uninterrupted two-process run, to float32 round-off."""
+    """Both exit 75 at one step, saved collectively; the rerun (two processes again) ends with
+    the records and weights of the uninterrupted two-process run, bit for bit. (A rerun in one
+    process on one device is not comparable this tightly: with sign activations, 1 vs 2
+    devices part by round-off, measured 0.3% in the LNS train loss.)"""
     from bnnns.train.preemption import PREEMPTED_EXIT_CODE
 
     workdir = str(tmp_path / "preempted")
@@ -222,15 +224,12 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes(runs, tmp_pat
     ckpt = os.path.join(workdir, "checkpoints", "pretrain")
     assert max(int(p) for p in os.listdir(ckpt) if p.isdigit()) == step
     assert "bnnns: preempted" not in text[1]  # process 0 speaks for the run
-    # The rerun in this process (one device): the 2-process checkpoint resumes anywhere.
-    train_and_evaluate(_config(), workdir)
-    expected, resumed = read_metrics(runs["two"]), read_metrics(workdir)
-    assert [(r["stage"], r["step"]) for r in resumed] == [(r["stage"], r["step"]) for r in expected]
-    for a, b in zip(expected, resumed, strict=True):
-        for key in ("train_loss", "train_grad_norm", "test_loss"):
-            assert b[key] == pytest.approx(a[key], rel=RTOL), key
-        assert abs(b["test_accuracy"] - a["test_accuracy"]) <= ACCURACY_TOL
+    logs = [str(tmp_path / f"rerun{i}.log") for i in (0, 1)]
+    codes = _wait(_launch_two(workdir, logs))
+    assert codes == [0, 0], (codes, [open(log).read()[-3000:] for log in logs])
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(runs["two"])]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(workdir)] == strip
     for stage in ("pretrain", "lns"):
         a, _ = restore_stage(_config(), runs["two"], stage)
         b, _ = restore_stage(_config(), workdir, stage)
-        _assert_trees_close(a.params, b.params, f"{stage} params")
+        jax.tree.map(np.testing.assert_array_equal, a, b)
