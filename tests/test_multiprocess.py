@@ -206,6 +206,12 @@ runpy.run_path("train.py", run_name="__main__")
 """
 
 
+# Two more two-process runs (about as long as this module's fixture) do not fit the CI budget
+# of issue 18: opt in with BNNNS_TEST_MULTIPROCESS_PREEMPTION=1 (passed, docs/reliability.md).
+@pytest.mark.skipif(
+    os.environ.get("BNNNS_TEST_MULTIPROCESS_PREEMPTION") != "1",
+    reason="opt-in (CI budget): BNNNS_TEST_MULTIPROCESS_PREEMPTION=1",
+)
 def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes(runs, tmp_path):
     """Both exit 75 at one step, saved collectively; the rerun (two processes again) ends with
     the records and weights of the uninterrupted two-process run, bit for bit. (A rerun in one
