@@ -38,7 +38,7 @@ from bnnns.train.epoch_record import epoch_record, stage_summary
 from bnnns.train.metric_writer import MetricWriter
 from bnnns.train.stage import Run, Stage, _first_non_finite
 from bnnns.train.steps import TrainState, train_step
-from bnnns.train.workdir import write_json_atomic
+from bnnns.train.workdir import check_rerun_config, write_json_atomic
 
 __all__ = ["SeedStages", "seed_config", "seed_workdir", "stack", "train_seeds", "unstack"]
 
@@ -229,6 +229,8 @@ def train_seeds(
     (``load_data``: reloads the splits of a seed when its validation split is seed-dependent)."""
     num = int(config.num_seeds)
     main = jax.process_index() == 0
+    for s in range(num):  # each seed's workdir is a single run's: the same rerun rules
+        check_rerun_config(seed_config(config, s), seed_workdir(workdir, s), stages)
     runs = []
     for s in range(num):
         cfg, wd = seed_config(config, s), seed_workdir(workdir, s)
