@@ -6,6 +6,8 @@ Without flags it runs the default pipeline (``configs/mnist_lns.py``) in a fresh
 User errors (:class:`bnnns.errors.UserError`: a bad config or data set, no intact checkpoint,
 a workdir in use or trained with another config, a diverged run) print one line, without a
 traceback, and exit with status 2; any other exception is a bug and keeps its traceback.
+SIGTERM or SIGINT: the current step is finished and saved, one line says so, and the exit
+status is 75 (``bnnns.train.preemption.PREEMPTED_EXIT_CODE``); rerun the command to resume.
 """
 
 import datetime
@@ -55,6 +57,7 @@ def main(argv):
     from bnnns.deploy.summary import format_summary, summarize_config
     from bnnns.errors import UserError
     from bnnns.train.config_checks import validate_config
+    from bnnns.train.preemption import PREEMPTED_EXIT_CODE, Preempted
     from bnnns.train.train_lib import train_and_evaluate
 
     workdir = FLAGS.workdir or os.path.join(
@@ -68,6 +71,10 @@ def main(argv):
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as e:
+        if jax.process_index() == 0:
+            print(f"bnnns: {e}", flush=True)
+        sys.exit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

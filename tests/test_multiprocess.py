@@ -61,10 +61,13 @@ def _flags(workdir: str) -> list[str]:
     return flags + [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
 
 
-def _launch(args: list[str], log: str, env: dict) -> tuple[subprocess.Popen, object]:
+def _launch(
+    args: list[str], log: str, env: dict, code: str | None = None
+) -> tuple[subprocess.Popen, object]:
     out = open(log, "w")  # closed by the caller
+    program = ["-c", code] if code else [os.path.join(ROOT, "train.py")]
     proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train.py"), *args],
+        [sys.executable, *program, *args],
         stdout=out,
         stderr=subprocess.STDOUT,
         env=env,
@@ -82,32 +85,27 @@ def _assert_trees_close(a, b, what: str) -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    import portpicker
-
-    tmp = tmp_path_factory.mktemp("multiprocess")
-    port = portpicker.pick_unused_port()
+def _env() -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_LOG_COMPILES="1", XLA_FLAGS=FAST_COMPILE)
     for var in ("JAX_NUM_CPU_DEVICES", "JAX_COORDINATOR_ADDRESS"):
         env.pop(var, None)
-    two, single = str(tmp / "two"), str(tmp / "single")
-    procs = [
-        _launch(
-            [
-                *_flags(two),
-                f"--coordinator_address=127.0.0.1:{port}",
-                "--num_processes=2",
-                f"--process_id={i}",
-            ],
-            str(tmp / f"process{i}.log"),
-            env,
-        )
+    return env
+
+
+def _launch_two(workdir: str, logs: list[str], code: str | None = None):
+    """Processes 0 and 1 of a ``jax.distributed`` run of ``train.py`` on loopback."""
+    import portpicker
+
+    port = portpicker.pick_unused_port()
+    flags = [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+    return [
+        _launch([*_flags(workdir), *flags, f"--process_id={i}"], logs[i], _env(), code)
         for i in (0, 1)
     ]
-    procs.append(
-        _launch(_flags(single), str(tmp / "single.log"), {**env, "JAX_NUM_CPU_DEVICES": "2"})
-    )
+
+
+def _wait(procs) -> list:
+    """The exit codes (``"timeout"`` for the first that hangs; all are ended then)."""
     codes, deadline = [], time.monotonic() + TIMEOUT_S
     try:
         for proc, _ in procs:
@@ -120,6 +118,18 @@ def runs(tmp_path_factory):
                 proc.kill()
                 proc.wait()
             out.close()
+    return codes
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("multiprocess")
+    two, single = str(tmp / "two"), str(tmp / "single")
+    procs = _launch_two(two, [str(tmp / f"process{i}.log") for i in (0, 1)])
+    procs.append(
+        _launch(_flags(single), str(tmp / "single.log"), {**_env(), "JAX_NUM_CPU_DEVICES": "2"})
+    )
+    codes = _wait(procs)
     logs = {name: (tmp / f"{name}.log").read_text() for name in ("process0", "process1", "single")}
     assert codes == [0, 0, 0], (codes, {k: v[-3000:] for k, v in logs.items()})
     return {"two": two, "single": single, "logs": logs}
@@ -170,3 +180,62 @@ def test_two_process_checkpoint_resumes_in_one_process(runs, tmp_path):
     assert lns["epochs"] == 2
     records = read_metrics(workdir)
     assert [(r["stage"], r["step"]) for r in records] == [("pretrain", 4), ("lns", 4), ("lns", 8)]
+
+
+# train.py in both processes; process 1 sends itself a real SIGTERM after pretrain step 1. Under
+# jax.distributed XLA's preemption notifier takes the signal and both processes stop, save and
+# exit at one agreed step.
+SIGTERM_SCRIPT = """
+import os, runpy, signal, sys
+import jax
+from bnnns.train import stage
+
+original = stage.Stage.__init__
+def init(self, run, name):
+    original(self, run, name)
+    step_fn = self.train_fn
+    def train_fn(state, batch):
+        out = step_fn(state, batch)
+        if name == "pretrain" and jax.process_index() == 1 and int(out[0].step) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+    self.train_fn = train_fn
+stage.Stage.__init__ = init
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+# Two more two-process runs (about as long as this module's fixture) do not fit the CI budget
+# of issue 18: opt in with BNNNS_TEST_MULTIPROCESS_PREEMPTION=1 (passed, docs/reliability.md).
+@pytest.mark.skipif(
+    os.environ.get("BNNNS_TEST_MULTIPROCESS_PREEMPTION") != "1",
+    reason="opt-in (CI budget): BNNNS_TEST_MULTIPROCESS_PREEMPTION=1",
+)
+def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes(runs, tmp_path):
+    """Both exit 75 at one step, saved collectively; the rerun (two processes again) ends with
+    the records and weights of the uninterrupted two-process run, bit for bit. (A rerun in one
+    process on one device is not comparable this tightly: with sign activations, 1 vs 2
+    devices part by round-off, measured 0.3% in the LNS train loss.)"""
+    from bnnns.train.preemption import PREEMPTED_EXIT_CODE
+
+    workdir = str(tmp_path / "preempted")
+    logs = [str(tmp_path / f"preempted{i}.log") for i in (0, 1)]
+    codes = _wait(_launch_two(workdir, logs, SIGTERM_SCRIPT))
+    text = [open(log).read() for log in logs]
+    assert codes == [PREEMPTED_EXIT_CODE] * 2, (codes, [t[-3000:] for t in text])
+    line = [x for x in text[0].splitlines() if x.startswith("bnnns: preempted")]
+    assert len(line) == 1 and "[pretrain] saved step" in line[0], text[0][-3000:]
+    step = int(line[0].split("saved step ")[1].split()[0])
+    ckpt = os.path.join(workdir, "checkpoints", "pretrain")
+    assert max(int(p) for p in os.listdir(ckpt) if p.isdigit()) == step
+    assert "bnnns: preempted" not in text[1]  # process 0 speaks for the run
+    logs = [str(tmp_path / f"rerun{i}.log") for i in (0, 1)]
+    codes = _wait(_launch_two(workdir, logs))
+    assert codes == [0, 0], (codes, [open(log).read()[-3000:] for log in logs])
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(runs["two"])]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(workdir)] == strip
+    for stage in ("pretrain", "lns"):
+        a, _ = restore_stage(_config(), runs["two"], stage)
+        b, _ = restore_stage(_config(), workdir, stage)
+        jax.tree.map(np.testing.assert_array_equal, a, b)

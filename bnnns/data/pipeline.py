@@ -150,6 +150,7 @@ def batch_iterator(
     start_step: int = 0,
     drop_remainder: bool | None = None,
     num_threads: int = 2,
+    loader: str = "threads",
 ) -> Iterator[Batch]:
     """Iterates over this process's share of one epoch of ``split``.
 
@@ -165,7 +166,10 @@ def batch_iterator(
         start_step: Skip the first ``start_step`` batches without reading them (resume).
         drop_remainder: Drop the last partial batch; default ``True`` for train, ``False`` for
             eval. When ``False`` the last batch is zero-padded to ``G`` and ``mask`` marks pads.
-        num_threads: Worker threads (``0``: build batches synchronously in the caller).
+        num_threads: Worker threads (``0``: build batches synchronously in the caller); with
+            ``loader="grain"``, grain worker processes.
+        loader: ``"threads"`` (this module's thread pool) or ``"grain"``
+            (:mod:`bnnns.data.grain_loader`: worker processes, the same batches).
 
     Returns:
         An iterator of ``{"image": float32 (L, H, W, C), "label": int32 (L,),
@@ -174,6 +178,43 @@ def batch_iterator(
     Raises:
         ValueError: On inconsistent sizes or indices (raised at call time, not lazily).
     """
+    plan, steps = epoch_plan(
+        split,
+        info,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        epoch=epoch,
+        train=train,
+        process_index=process_index,
+        process_count=process_count,
+        start_step=start_step,
+        drop_remainder=drop_remainder,
+    )
+    if loader == "grain":
+        from bnnns.data.grain_loader import grain_batches
+
+        return grain_batches(plan, steps, num_threads)
+    if loader != "threads":
+        raise ValueError(f"loader must be 'threads' or 'grain', got {loader!r}")
+    return _run(plan, steps, num_threads)
+
+
+def epoch_plan(
+    split: Split,
+    info: DatasetInfo,
+    *,
+    global_batch_size: int,
+    seed: int,
+    epoch: int,
+    train: bool,
+    process_index: int = 0,
+    process_count: int = 1,
+    start_step: int = 0,
+    drop_remainder: bool | None = None,
+) -> tuple[_Plan, range]:
+    """The plan of one epoch (``plan.load(step, 0, plan.local_batch_size)`` builds this
+    process's part of global batch ``step``, a pure function of its arguments) and the steps
+    to read; the arguments and errors of :func:`batch_iterator`."""
     if global_batch_size <= 0 or process_count <= 0:
         raise ValueError(
             f"global_batch_size ({global_batch_size}) and process_count ({process_count}) "
@@ -206,4 +247,4 @@ def batch_iterator(
         epoch=epoch,
         train=train,
     )
-    return _run(plan, range(start_step, num_steps), num_threads)
+    return plan, range(start_step, num_steps)

@@ -178,9 +178,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("run_dir", help="a workdir of train.py (config.json + checkpoints/)")
     p.add_argument("--out", required=True, help="the .bnn file to write")
     p.add_argument("--stage", default=None, help="default: the run's last stage with a checkpoint")
+    p.add_argument(
+        "--seed", type=int, default=None, help="replica s of a config.num_seeds run (its seed_s/)"
+    )
     args = p.parse_args(argv)
+    run_dir = args.run_dir
+    if args.seed is not None:
+        from bnnns.train.seeds import seed_workdir
+
+        run_dir = seed_workdir(run_dir, args.seed)
+        if not os.path.isdir(run_dir):
+            print(f"error: --seed {args.seed}: {run_dir} does not exist", file=sys.stderr)
+            return 2
     try:
-        size, header = export_run(args.run_dir, args.out, args.stage)
+        size, header = export_run(run_dir, args.out, args.stage)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

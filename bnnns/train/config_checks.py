@@ -226,11 +226,14 @@ def _check_model(model: ConfigDict) -> None:
 
 def _check_running(config: ConfigDict) -> None:
     _number(config, "seed", low=0, integer=True)
+    _number(config, "num_seeds", low=1, integer=True)
     _number(config, "train_subset", low=0, integer=True)
     _number(config, "image_size", low=0, integer=True)
     _number(config, "data_threads", low=0, integer=True)
+    _one_of(config, "data_loader", ("threads", "grain"))
     _number(config, "log_every_steps", low=1, integer=True)
     _number(config, "checkpoint_every_steps", low=0, integer=True)
+    _number(config, "checkpoint_every_minutes", low=0)
     mesh = config.get("mesh_shape")
     if mesh is not None and not (
         isinstance(mesh, list | tuple)
@@ -250,6 +253,13 @@ def validate_config(config: ConfigDict, process_count: int = 1) -> list[str]:
     stages = parse_stages(config.stages)
     _check_dataset(config.dataset)
     _check_running(config)
+    if config.get("num_seeds", 1) > 1 and stages[0] != "pretrain":
+        _fail(
+            "num_seeds",
+            config.num_seeds,
+            f"a value > 1 needs the pretrain stage first in config.stages (got {config.stages!r}): "
+            "init_from is one run's; train its seeds separately",
+        )
     _number(config, "batch_size", low=1, integer=True)
     _number(config, "eval_batch_size", low=1, integer=True)
     if config.batch_size % process_count:

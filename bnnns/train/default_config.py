@@ -30,6 +30,7 @@ def base_config() -> ConfigDict:
     """All fields, with the paper's CIFAR-10 LNS settings where they apply (Part A)."""
     c = ConfigDict()
     c.seed = 0
+    c.num_seeds = 1  # > 1: seeds seed .. seed + num_seeds - 1 in one program (bnnns.train.seeds)
     c.stages = "pretrain,lns"  # comma-separated, from pretrain | finetune | lns
     c.init_from = ""  # workdir of a run with a pretrain stage (when stages has no pretrain)
     # Data: "mnist" | "tfds:<name>" | "npz:<path>" | "folder:<dir>".
@@ -42,7 +43,8 @@ def base_config() -> ConfigDict:
     c.image_size = 0  # 0 = the data set's default (ImageNet: 224)
     c.batch_size = 128
     c.eval_batch_size = 1000
-    c.data_threads = 2
+    c.data_threads = 2  # threads, or with data_loader "grain" worker processes
+    c.data_loader = "threads"  # "threads" | "grain" (bnnns.data.grain_loader): the same batches
     # Model: name plus its keyword arguments; dtype is the compute dtype.
     c.model = ConfigDict({"name": "cnn", "dtype": "float32"})
     # Binarization shared by all stages (D8, D9).
@@ -90,6 +92,7 @@ def base_config() -> ConfigDict:
     # Running.
     c.log_every_steps = 50
     c.checkpoint_every_steps = 0  # 0 = at the end of every epoch only
+    c.checkpoint_every_minutes = 0.0  # also save after this much wall time (0 = off)
     c.progress_bar = True
     c.mesh_shape = (-1,)  # ("data",) mesh over all devices
     c.split_mapping = True  # LNS mapping nets: filters split over the mesh (docs/scaling.md)

@@ -20,6 +20,7 @@ import dataclasses
 import zlib
 from typing import TYPE_CHECKING
 
+import jax
 import numpy as np
 from absl import logging as absl_logging
 
@@ -69,13 +70,30 @@ class EpochCarry:
     reference: dict
     sums: dict | None = None
     count: int = 0
+    pending: dict | None = None  # packed device sums of an unscheduled save (:meth:`take_pending`)
 
     @classmethod
     def at_resume(cls, stage: Stage, state: TrainState, meta: dict, step: int) -> EpochCarry:
         """The carry of a stage (re)started at ``step``: empty at an epoch boundary, else what
         the mid-epoch save of ``step`` stored in ``meta["partial_epoch"]``."""
         sums, count = _carried_sums(stage, meta, step)
-        return cls(_epoch_reference(stage, state, meta, step), sums, count)
+        partial = meta.get("partial_epoch") or {}
+        mid_epoch = step % stage.steps_per_epoch and partial.get("step") == step
+        pending = partial.get("pending") if mid_epoch else None
+        return cls(_epoch_reference(stage, state, meta, step), sums, count, pending)
+
+    def take_pending(self, place) -> tuple[dict | None, int]:
+        """The device sums and count that an unscheduled save (a preemption, a time-based
+        save) stored without moving them to the host, as float32 device values again
+        (``place``: put them where the step's metrics live), so the resumed run adds every
+        later step to the same float32 partial sums as an uninterrupted run; then forgets them."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return None, 0
+        sums = jax.tree.map(
+            lambda v: place(np.asarray(v[0], v[1])), pending["sums"], is_leaf=_is_packed_scalar
+        )
+        return sums, int(pending["count"])
 
     def absorb(self, sums: dict | None, count: int) -> None:
         """Take the device ``sums`` of ``count`` steps (before a mid-epoch save)."""
@@ -88,15 +106,24 @@ class EpochCarry:
         """The epoch's sums and count: the carried ones plus ``sums`` of ``count`` steps."""
         return host_sums(sums, self.sums), count + self.count
 
-    def partial_epoch(self, step: int) -> dict:
+    def partial_epoch(self, step: int, sums: dict | None = None, count: int = 0) -> dict:
         """``meta["partial_epoch"]`` of a mid-epoch save at ``step`` (read by
-        :meth:`at_resume`), so a resumed epoch's record is the same."""
-        return {
+        :meth:`at_resume`), so a resumed epoch's record is the same. ``sums`` of ``count``
+        steps: device sums not absorbed (an unscheduled save), stored exactly as ``pending``."""
+        out = {
             "step": step,
             "count": self.count,
             "sums": self.sums,
             "flip_reference": {k: pack_weights(v) for k, v in self.reference.items()},
         }
+        if sums is not None:
+            packed = jax.tree.map(lambda x: [float(x), str(x.dtype)], jax.device_get(sums))
+            out["pending"] = {"sums": packed, "count": count}
+        return out
+
+
+def _is_packed_scalar(x) -> bool:
+    return isinstance(x, list) and len(x) == 2 and isinstance(x[1], str)
 
 
 def _epoch_reference(stage: Stage, state: TrainState, meta: dict, step: int) -> dict:

@@ -3,7 +3,9 @@
 The loop (:meth:`Stage.run_stage`) starts where :func:`bnnns.train.resume.start` says, writes
 one record per epoch (:mod:`bnnns.train.epoch_record`) and saves a checkpoint at the end of
 every epoch and every ``config.checkpoint_every_steps`` inside one (with the
-:class:`~bnnns.train.resume.EpochCarry` of the epoch so far). Every step checks on device that
+:class:`~bnnns.train.resume.EpochCarry` of the epoch so far), plus, inside an epoch, one on a
+stop request or after ``config.checkpoint_every_minutes`` (:mod:`bnnns.train.preemption`; on a
+stop it then raises :class:`~bnnns.train.preemption.Preempted`). Every step checks on device that
 its loss and state are finite; the host looks at that flag before each save and log, so a
 non-finite state is never saved (docs/reliability.md).
 """
@@ -32,6 +34,7 @@ from bnnns.train.checkpointing import StageCheckpointer
 from bnnns.train.epoch_record import epoch_record, latent_signs
 from bnnns.train.metric_writer import MetricWriter
 from bnnns.train.optim import make_optimizer, make_schedule, mapping_lr_scales, parse_lr_scale
+from bnnns.train.preemption import Preempted, StopRequests
 from bnnns.train.stage_init import fresh_state, transfer_pretrained, warm_start_mapping
 from bnnns.train.steps import TrainState, binary_weights, eval_step, train_step
 
@@ -89,6 +92,7 @@ class Run:
     mesh: jax.sharding.Mesh
     writer: MetricWriter
     callbacks: Sequence[Callback]
+    stop: StopRequests = dataclasses.field(default_factory=StopRequests)
 
     @property
     def is_main(self) -> bool:
@@ -113,6 +117,7 @@ class Run:
             process_count=jax.process_count(),
             start_step=start_step,
             num_threads=self.config.data_threads,
+            loader=self.config.get("data_loader", "threads"),
         )
         for batch in it:
             yield sharding.global_batch(self.mesh, batch)
@@ -210,9 +215,11 @@ class Stage:
             mininterval=2.0,
         )
         t_stage = time.time() - meta["seconds"]
+        replicated = sharding.replicated(run.mesh)
+        sums, count = carry.take_pending(lambda x: jax.device_put(x, replicated))
+        stopping = False
         while step < self.total_steps:
             epoch, offset = divmod(step, self.steps_per_epoch)
-            sums, count = None, 0
             for batch in run.batches("train", train=True, epoch=epoch, start_step=offset):
                 state, metrics = self.train_fn(state, batch)
                 first_bad = _first_non_finite(first_bad, metrics.pop("finite"), state.step)
@@ -220,19 +227,32 @@ class Stage:
                 count += 1
                 step += 1
                 bar.update(1)
-                if step % config.log_every_steps == 0 or step == self.total_steps:
+                log_step = step % config.log_every_steps == 0 or step == self.total_steps
+                if log_step:
                     self._check_finite(first_bad)
                     self._show(metrics, bar)
+                stopping = run.stop.should_stop()  # every step, on every process
                 if step >= self.total_steps:
                     break
+                if step % self.steps_per_epoch == 0:
+                    continue  # the epoch's end: saved below
                 every = config.checkpoint_every_steps
-                if every and step % every == 0 and step % self.steps_per_epoch:
+                scheduled = bool(every) and step % every == 0
+                if scheduled or stopping or run.stop.should_save(log_step):
                     self._check_finite(first_bad)  # never save a non-finite state
-                    carry.absorb(sums, count)
-                    sums, count = None, 0
+                    if scheduled:  # the same host sums in every run, resumed or not
+                        carry.absorb(sums, count)
+                        sums, count = None, 0
                     meta["seconds"] = time.time() - t_stage
-                    meta["partial_epoch"] = carry.partial_epoch(step)
+                    # An unscheduled save keeps its device sums as they are (``pending``).
+                    meta["partial_epoch"] = carry.partial_epoch(step, sums, count)
                     self.checkpointer.save(step, state, meta)  # mid-epoch: nothing lost on a crash
+                    run.stop.saved()
+                if stopping:
+                    break
+            if stopping and step < self.total_steps and step % self.steps_per_epoch:
+                bar.close()
+                self._leave(step)  # saved mid-epoch just above
             if count + carry.count == 0:
                 raise ConfigError(
                     f"[{self.name}] the train split yields no batch of "
@@ -241,6 +261,7 @@ class Stage:
             self._check_finite(first_bad)  # before this epoch's record or checkpoint
             sums, count = carry.totals(sums, count)
             record = epoch_record(self, state, sums, count, epoch, step, carry.reference)
+            sums, count = None, 0
             carry = resume.EpochCarry(self.weight_signs(state))  # the next epoch's: no sums yet
             meta.pop("partial_epoch", None)
             meta["history"].append(record)
@@ -248,11 +269,22 @@ class Stage:
             meta["done"] = step >= self.total_steps
             run.writer.write(record, tb_step=step)
             self.checkpointer.save(step, state, meta)
+            run.stop.saved()
             for callback in run.callbacks:
                 callback(record)
+            if stopping:
+                bar.close()
+                self._leave(step)
         bar.close()
         self.checkpointer.wait()
         return state, meta
+
+    def _leave(self, step: int) -> None:
+        """The checkpoint of ``step`` was issued on a stop request: finish it and stop."""
+        self.checkpointer.wait()
+        raise Preempted(
+            self.name, step, self.checkpointer.directory, self.run.stop.signal_name or "signal"
+        )
 
     def weight_signs(self, state: TrainState) -> dict[str, dict]:
         """Host snapshot of every binary layer's binary weights and ``sign(W)`` (D12)."""

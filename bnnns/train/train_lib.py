@@ -39,6 +39,8 @@ from bnnns.train import sharding
 from bnnns.train.config_checks import validate_config
 from bnnns.train.epoch_record import stage_summary
 from bnnns.train.metric_writer import MetricWriter
+from bnnns.train.preemption import StopRequests
+from bnnns.train.seeds import train_seeds
 from bnnns.train.stage import Callback, Run, Stage, build_model, lns_lr_scales
 from bnnns.train.steps import TrainState
 from bnnns.train.workdir import WorkdirLock, check_rerun_config, write_json_atomic
@@ -134,6 +136,10 @@ def train_and_evaluate(
         a workdir with checkpoints is resumed (the policy of :mod:`bnnns.train.resume`).
       callbacks: called with every epoch record, after its checkpoint is saved.
 
+    Raises:
+      bnnns.train.preemption.Preempted: on SIGTERM or SIGINT, once the current step is saved
+        (:mod:`bnnns.train.preemption`); a rerun resumes from it.
+
     Returns:
       The summary: ``{"stages": [...], "test_accuracy": final, "config": {...}}``.
     """
@@ -151,7 +157,9 @@ def train_and_evaluate(
     lock = _lock_workdir(workdir)  # a second run on this workdir stops here
     try:
         check_rerun_config(config, workdir, stages)  # before anything is written
-        return _train(config, workdir, stages, splits, info, mesh, callbacks)
+        stop = StopRequests(config.get("checkpoint_every_minutes", 0.0))
+        with stop.installed():  # SIGTERM / SIGINT: save this step, raise Preempted
+            return _train(config, workdir, stages, splits, info, mesh, callbacks, stop)
     finally:
         lock.release()
 
@@ -185,7 +193,9 @@ def _check_batch_fits(config: ConfigDict, num_train: int) -> None:
         )
 
 
-def _train(config, workdir, stages, splits, info, mesh, callbacks) -> dict[str, Any]:
+def _train(config, workdir, stages, splits, info, mesh, callbacks, stop) -> dict[str, Any]:
+    if config.get("num_seeds", 1) > 1:  # S replicas in one program (bnnns.train.seeds)
+        return train_seeds(config, workdir, stages, splits, info, mesh, callbacks, stop, load_data)
     run = Run(
         config,
         workdir,
@@ -194,6 +204,7 @@ def _train(config, workdir, stages, splits, info, mesh, callbacks) -> dict[str, 
         mesh,
         MetricWriter(workdir, enabled=jax.process_index() == 0),
         callbacks,
+        stop,
     )
     if run.is_main:
         write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
