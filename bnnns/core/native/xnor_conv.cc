@@ -34,8 +34,9 @@ namespace {
 
 struct Geometry {
   int64_t n, h, w, c, cout, kh, kw, sh, sw, pad_top, pad_left, ho, wo;
-  int64_t cw;  // u64 words per packed pixel
-  int64_t l;   // u64 words per packed window
+  int64_t cw;         // u64 words per packed pixel
+  int64_t l;          // u64 words per packed window
+  int64_t row_words;  // u64 words per row stream (padded width, plus one spare word)
 };
 
 #ifdef BNNNS_X86
@@ -71,17 +72,17 @@ namespace portable {
 
 void pack_any(const float* x, uint64_t* p, const Geometry& g, int64_t a, int64_t b) {
 #ifdef BNNNS_X86
-  if (cpu_is_fast()) return fast::pack_pixels(x, p, g, a, b);
+  if (cpu_is_fast()) return fast::pack_rows(x, p, g, a, b);
 #endif
-  portable::pack_pixels(x, p, g, a, b);
+  portable::pack_rows(x, p, g, a, b);
 }
 
-void conv_any(const uint64_t* p, const uint64_t* w, const int32_t* wp, int32_t* o,
-              const Geometry& g, int64_t a, int64_t b) {
+void conv_any(const uint64_t* p, const uint64_t* z, const uint64_t* w, const int32_t* wp,
+              int32_t* o, const Geometry& g, int64_t a, int64_t b) {
 #ifdef BNNNS_X86
-  if (cpu_is_fast()) return fast::conv_rows(p, w, wp, o, g, a, b);
+  if (cpu_is_fast()) return fast::conv_rows(p, z, w, wp, o, g, a, b);
 #endif
-  portable::conv_rows(p, w, wp, o, g, a, b);
+  portable::conv_rows(p, z, w, wp, o, g, a, b);
 }
 
 // Runs fn(chunk) for chunk in [0, chunks) on the caller and the XLA intra-op pool. Chunks are
@@ -119,30 +120,34 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   const auto xd = x.dimensions(), wd = w.dimensions(), od = out->dimensions();
   if (xd.size() != 4 || wd.size() != 2 || od.size() != 4)
     return ffi::Error::InvalidArgument("bnnns_xnor_conv: x, out must be 4-D and w 2-D");
-  Geometry g{xd[0], xd[1], xd[2], xd[3], od[3], kh, kw, sh, sw, pad_top, pad_left, od[1], od[2],
-             0,     0};
+  Geometry g{xd[0], xd[1], xd[2], xd[3], od[3], kh,   kw, sh,
+             sw,    pad_top, pad_left, od[1], od[2], 0, 0,  0};
   g.cw = (g.c + 63) / 64;
   g.l = (kh * kw * g.c + 63) / 64;
+  const int64_t width = std::max(g.pad_left + g.w, (g.wo - 1) * sw + kw);  // padded columns
+  g.row_words = (width * g.c + 63) / 64 + 1;
   if (wd[0] != g.cout || wd[1] != 2 * g.l || od[0] != g.n)
     return ffi::Error::InvalidArgument("bnnns_xnor_conv: w must be u32[Cout, 2*L]");
-  thread_local std::vector<uint64_t> packed;
-  packed.assign(g.n * g.h * g.w * g.cw, 0);
+  thread_local std::vector<uint64_t> packed, zero_row;
+  packed.resize(g.n * g.h * g.row_words);  // every row is zeroed by pack_rows
+  zero_row.assign(g.row_words, 0);
+  const uint64_t* zp = zero_row.data();
   const float* xp = x.typed_data();
   uint64_t* pp = packed.data();
   const uint64_t* wp = reinterpret_cast<const uint64_t*>(w.typed_data());
   const int32_t* pop = wpop.typed_data();
   int32_t* op = out->typed_data();
-  const int64_t pixels = g.n * g.h * g.w, rows = g.n * g.ho;
+  const int64_t in_rows = g.n * g.h, rows = g.n * g.ho;
   // ~32k output values (or pixels) per chunk: small layers stay on the calling thread
   const int64_t work = rows * g.wo * g.cout * g.l;
-  const int64_t chunks = std::clamp<int64_t>(work / (1 << 16), 1, 4 * 16);
-  const int64_t pix_chunk = (pixels + chunks - 1) / chunks;
+  const int64_t chunks = std::clamp<int64_t>(work / (1 << 15), 1, 64);
+  const int64_t in_chunk = (in_rows + chunks - 1) / chunks;
   parallel_for(pool, chunks, [&, xp, pp](int64_t i) {
-    pack_any(xp, pp, g, i * pix_chunk, std::min(pixels, (i + 1) * pix_chunk));
+    pack_any(xp, pp, g, i * in_chunk, std::min(in_rows, (i + 1) * in_chunk));
   });
   const int64_t row_chunk = (rows + chunks - 1) / chunks;
-  parallel_for(pool, chunks, [&, pp, wp, pop, op](int64_t i) {
-    conv_any(pp, wp, pop, op, g, i * row_chunk, std::min(rows, (i + 1) * row_chunk));
+  parallel_for(pool, chunks, [&, pp, zp, wp, pop, op](int64_t i) {
+    conv_any(pp, zp, wp, pop, op, g, i * row_chunk, std::min(rows, (i + 1) * row_chunk));
   });
   return ffi::Error::Success();
 }
