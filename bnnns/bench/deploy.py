@@ -91,7 +91,7 @@ def _binary_layer_inputs(model: nn.Module, variables: dict, x: jax.Array) -> lis
 
 def _binary_layers_fn(calls: list[tuple]) -> Callable[[], Any]:
     """A jitted program of every recorded binary layer's XNOR-popcount conv, and its inputs."""
-    from bnnns.core.xnor_conv import xnor_conv
+    from bnnns.core.xnor_conv import pack_window_weights, xnor_conv
 
     keys = jax.random.split(jax.random.key(3), 2 * max(len(calls), 1))
     xs = [jax.random.normal(keys[2 * i], c[0]) for i, c in enumerate(calls)]
@@ -99,13 +99,16 @@ def _binary_layers_fn(calls: list[tuple]) -> Callable[[], Any]:
         jnp.where(jax.random.normal(keys[2 * i + 1], c[1]) >= 0, 1, -1).astype(jnp.int8)
         for i, c in enumerate(calls)
     ]
+    packed = [pack_window_weights(q) for q in qs]  # once, as predict's variables hold them
     meta = [(c[2], c[3]) for c in calls]
 
     @jax.jit
-    def run(xs, qs):
-        return [xnor_conv(x, q, s, p) for x, q, (s, p) in zip(xs, qs, meta, strict=True)]
+    def run(xs, qs, packed):
+        return [
+            xnor_conv(x, q, s, p, w) for x, q, w, (s, p) in zip(xs, qs, packed, meta, strict=True)
+        ]
 
-    return lambda: run(xs, qs)
+    return lambda: run(xs, qs, packed)
 
 
 def _case(name, kwargs, shape, batch, options, rounds) -> dict[str, Any]:

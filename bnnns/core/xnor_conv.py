@@ -56,11 +56,16 @@ def pack_window_weights(q: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def xnor_conv(
-    x: jax.Array, q: jax.Array, strides: Sequence[int] = (1, 1), padding: Any = "SAME"
+    x: jax.Array,
+    q: jax.Array,
+    strides: Sequence[int] = (1, 1),
+    padding: Any = "SAME",
+    packed: tuple[jax.Array, jax.Array] | None = None,
 ) -> jax.Array:
     """``sign(x) ⊛ q`` as ``int32`` on packed bits: NHWC float ``x`` (``x >= 0`` is +1, D10),
     HWIO ±1 ``q``; equals :func:`bnnns.core.binary_ops.int_conv` of ``sign_int8(x)``.
 
+    ``packed``: :func:`pack_window_weights` of ``q``, when computed once beforehand (else here).
     Needs the native kernel (:func:`bnnns.core.native.status`) and runs on CPU.
     """
     state = native.status()
@@ -73,7 +78,7 @@ def xnor_conv(
     (top, bottom), (left, right) = explicit_padding((h, w), (kh, kw), strides, padding)
     sh, sw = (int(s) for s in strides)
     ho, wo = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
-    words, wpop = pack_window_weights(q)
+    words, wpop = pack_window_weights(q) if packed is None else packed
     call = jax.ffi.ffi_call(
         native.XNOR_CONV_TARGET, jax.ShapeDtypeStruct((n, ho, wo, c_out), jnp.int32)
     )
@@ -81,9 +86,12 @@ def xnor_conv(
     return call(x.astype(jnp.float32), words, wpop, **{k: np.int64(v) for k, v in attrs.items()})
 
 
-def xnor_dense(x: jax.Array, q: jax.Array) -> jax.Array:
-    """``sign(x) · q`` (``(..., c_in)`` float, ``(c_in, c_out)`` ±1) as ``int32``: a 1x1 conv."""
+def xnor_dense(
+    x: jax.Array, q: jax.Array, packed: tuple[jax.Array, jax.Array] | None = None
+) -> jax.Array:
+    """``sign(x) · q`` (``(..., c_in)`` float, ``(c_in, c_out)`` ±1) as ``int32``: a 1x1 conv
+    (``packed``: :func:`pack_window_weights` of ``q[None, None]``)."""
     lead = x.shape[:-1]
     flat = x.reshape(-1, 1, 1, x.shape[-1])
-    out = xnor_conv(flat, q[None, None], (1, 1), "VALID")
+    out = xnor_conv(flat, q[None, None], (1, 1), "VALID", packed)
     return out.reshape(*lead, q.shape[-1])

@@ -36,6 +36,7 @@ from flax import traverse_util
 
 from bnnns.core import native
 from bnnns.core.packing import unpack_signs
+from bnnns.core.xnor_conv import pack_window_weights
 from bnnns.deploy import artifact as artifact_lib
 from bnnns.nn.models import BinaryOptions, create_model
 
@@ -94,8 +95,10 @@ def deployed_model(art: artifact_lib.Artifact, kernel: str = "int8"):
     )
 
 
-def deployed_variables(art: artifact_lib.Artifact) -> dict[str, Any]:
-    """Flax variables of :func:`deployed_model`: the sign bits unpacked to ``int8`` ±1."""
+def deployed_variables(art: artifact_lib.Artifact, kernel: str = "int8") -> dict[str, Any]:
+    """Flax variables of :func:`deployed_model`: the sign bits unpacked to ``int8`` ±1; for
+    ``kernel="xnor"`` also each layer's window-packed weights (``binary/<layer>/xnor_words``,
+    ``xnor_wpop``: :func:`bnnns.core.xnor_conv.pack_window_weights`), packed once here."""
     layers = art.header["binary_layers"]
     flat: dict[tuple[str, ...], np.ndarray] = {}
     for name, value in art.arrays.items():
@@ -110,6 +113,11 @@ def deployed_variables(art: artifact_lib.Artifact) -> dict[str, Any]:
                 raise artifact_lib.ArtifactError(
                     f"binary layer {layer!r}: bits unpack to {value.shape}, header says {shape}"
                 )
+            if kernel == "xnor":
+                window = value if value.ndim == 4 else value[None, None]
+                words, wpop = pack_window_weights(jnp.asarray(window))
+                flat[(*parts[:-1], "xnor_words")] = np.asarray(words)
+                flat[(*parts[:-1], "xnor_wpop")] = np.asarray(wpop)
         flat[parts] = value
     return traverse_util.unflatten_dict(flat)
 
@@ -140,12 +148,12 @@ def normalize(art: artifact_lib.Artifact, images: np.ndarray) -> np.ndarray:
 
 def _prepared(art: artifact_lib.Artifact, kernel: str) -> tuple[Any, Any]:
     """(device variables, jitted apply) of ``art`` with ``kernel``, built once per artifact."""
-    if "variables" not in art.cache:
-        art.cache["variables"] = jax.device_put(deployed_variables(art))
     if ("predict", kernel) not in art.cache:
         model = deployed_model(art, kernel)
-        art.cache["predict", kernel] = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    return art.cache["variables"], art.cache["predict", kernel]
+        variables = jax.device_put(deployed_variables(art, kernel))
+        fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+        art.cache["predict", kernel] = (variables, fn)
+    return art.cache["predict", kernel]
 
 
 def predict(art: artifact_lib.Artifact | str, images: Any, kernel: str = "auto") -> jax.Array:

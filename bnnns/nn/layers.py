@@ -204,10 +204,12 @@ class _BinaryWeights(nn.Module):
         """Deployed forward: ``s * (sign(X) ⊛ Q)`` with ``Q`` and ``s`` read from ``"binary"``.
 
         ``int_op`` computes ``sign(X) ⊛ Q`` with ``int32`` sums (exact) from ``int8`` ±1
-        operands, or (``packed=True``, XNOR-popcount) from the float ``X`` it binarizes itself;
-        ``float_op`` is the real-input fallback (``activation="none"``). ``accumulate=True``
-        returns ``(acc, s)`` instead of their product, for BN folding
-        (:mod:`bnnns.core.binary_ops`).
+        operands, or (``packed=True``, XNOR-popcount) from the float ``X`` it binarizes itself
+        and the window-packed weights: ``"binary"/"xnor_words"`` and ``"xnor_wpop"`` when the
+        variables hold them (packed once per artifact, :mod:`bnnns.deploy.inference`), else
+        packed from ``Q`` in the call; ``float_op`` is the real-input fallback
+        (``activation="none"``). ``accumulate=True`` returns ``(acc, s)`` instead of their
+        product, for BN folding (:mod:`bnnns.core.binary_ops`).
         """
         self._check()
         bits = self.variable("binary", "bits", jnp.ones, shape, jnp.int8).value
@@ -221,7 +223,12 @@ class _BinaryWeights(nn.Module):
                 raise ValueError(f"{type(self).__name__}: real inputs have no integer accumulator")
             return float_op(x.astype(dtype), bits.astype(dtype) * scale.astype(dtype))
         x = x.astype(dtype)
-        acc = int_op(x if packed else sign_int8(x), bits)
+        if packed:
+            words = self.get_variable("binary", "xnor_words")
+            wpop = self.get_variable("binary", "xnor_wpop")
+            acc = int_op(x, bits, None if words is None else (words, wpop))
+        else:
+            acc = int_op(sign_int8(x), bits)
         if accumulate:
             return acc, scale
         return (acc.astype(jnp.float32) * scale).astype(dtype)
@@ -299,7 +306,7 @@ class BinaryConv(_BinaryWeights):
         if self.weight_binarizer == "deployed":
             packed = self.deployed_kernel == "xnor" and groups == 1
             if packed:
-                int_op = lambda x, q: xnor_conv(x, q, self.strides, self.padding)  # noqa: E731
+                int_op = lambda x, q, w: xnor_conv(x, q, self.strides, self.padding, w)  # noqa: E731
             else:
                 int_op = lambda b, q: int_conv(b, q, self.strides, self.padding, groups)  # noqa: E731
             return self.deployed(x, shape, int_op, conv, accumulate, packed)

@@ -138,9 +138,9 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   const int32_t* pop = wpop.typed_data();
   int32_t* op = out->typed_data();
   const int64_t in_rows = g.n * g.h, rows = g.n * g.ho;
-  // ~32k output values (or pixels) per chunk: small layers stay on the calling thread
+  // ~8k (output value, word) pairs per chunk: the smallest layers stay on the calling thread
   const int64_t work = rows * g.wo * g.cout * g.l;
-  const int64_t chunks = std::clamp<int64_t>(work / (1 << 15), 1, 64);
+  const int64_t chunks = std::clamp<int64_t>(work / (1 << 13), 1, 64);
   const int64_t in_chunk = (in_rows + chunks - 1) / chunks;
   parallel_for(pool, chunks, [&, xp, pp](int64_t i) {
     pack_any(xp, pp, g, i * in_chunk, std::min(in_rows, (i + 1) * in_chunk));
