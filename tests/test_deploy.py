@@ -66,7 +66,7 @@ RANDOM_MODELS = [  # name, kwargs, input shape, weight scale, activation, binari
     ("birealnet18", {"width": 4}, (32, 32, 3), "channel", "approx_sign", "sign"),
     ("resnet18_dorefa", {"width": 4}, (32, 32, 3), "layer", "ste_sign", "sign"),
     ("alexnet_dorefa", {"width": 4}, (64, 64, 3), "layer", "ste_sign", "sign"),
-    ("mlp", {"hidden": 12, "depth": 3}, (6, 6, 1), "none", "ste_sign", "sign"),
+    ("mlp", {"hidden": 13, "depth": 3}, (6, 6, 1), "none", "ste_sign", "sign"),
     ("cnn", {"width": 4}, (8, 8, 1), "layer", "none", "sign"),
 ]
 
@@ -84,6 +84,9 @@ def test_artifact_equals_eval_mode_on_random_inputs(
     np.testing.assert_array_equal(np.argmax(got, -1), np.argmax(want, -1))
     np.testing.assert_allclose(got, want, atol=LOGIT_ATOL, rtol=1e-5)
     assert not any("mapping" in k for k in art.arrays)
+    if inference.choose_kernel()[0] == "xnor":  # the default path is XNOR-popcount: vs int8
+        ref = inference.predict(art, images, kernel="int8")
+        np.testing.assert_allclose(got, ref, atol=1e-6, rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +174,7 @@ def test_exported_run_predicts_like_eval_mode_on_full_mnist(mnist_run, stage, tm
         timeout=600,
     )
     assert p.returncode == 0, p.stderr[-2000:]
+    assert f"kernel: {inference.choose_kernel()[0]}: " in p.stderr  # xnor where it builds
     result = json.loads(p.stdout)
     run_accuracy = next(s for s in summary["stages"] if s["stage"] == stage)["test_accuracy"]
     assert result == {"accuracy": pytest.approx(run_accuracy, abs=1e-9), "count": 10000}

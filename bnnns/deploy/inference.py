@@ -4,7 +4,14 @@ The network is the same Flax model definition as in training, built with
 ``weight_binarizer="deployed"`` (:mod:`bnnns.nn.layers`): no latent weights, no mapping network
 (none is built, and the artifact holds no mapping parameters), each binary layer computes
 ``s * (sign(X) ⊛ Q)`` exactly, with ``int8`` ±1 operands and ``int32`` accumulation, from the
-artifact's unpacked sign bits (method.md §1.7). Where a BatchNorm feeds only the next binary
+artifact's unpacked sign bits (method.md §1.7), by one of two kernels (:func:`choose_kernel`):
+
+- ``"xnor"``: XNOR-popcount on packed bits (:mod:`bnnns.core.xnor_conv`, a native XLA FFI
+  kernel, built on first use with the system C++ compiler); the default on CPU when it builds;
+- ``"int8"``: ``int8`` convolutions (:mod:`bnnns.core.binary_ops`): the reference, and the
+  path on other platforms or without a compiler.
+
+Both are exact, so their logits are identical. Where a BatchNorm feeds only the next binary
 layer's sign it is folded into a per-channel integer threshold on that accumulator
 (:func:`bnnns.nn.models.common.norm_to_sign`). Real layers compute in float32.
 
@@ -27,20 +34,54 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from bnnns.core import native
 from bnnns.core.packing import unpack_signs
+from bnnns.core.xnor_conv import pack_window_weights
 from bnnns.deploy import artifact as artifact_lib
 from bnnns.nn.models import BinaryOptions, create_model
 
-__all__ = ["deployed_model", "deployed_variables", "predict", "normalize", "check_images"]
+__all__ = [
+    "KERNELS",
+    "choose_kernel",
+    "deployed_model",
+    "deployed_variables",
+    "predict",
+    "normalize",
+    "check_images",
+]
 
 SEP = "/"
+KERNELS = ("auto", "xnor", "int8")
 
 
-def deployed_model(art: artifact_lib.Artifact):
-    """The artifact's network with ``weight_binarizer="deployed"`` binary layers."""
+def choose_kernel(kernel: str = "auto") -> tuple[str, str]:
+    """``(kernel, why)``: ``"xnor"`` or ``"int8"`` for the request ``kernel`` (:data:`KERNELS`).
+
+    ``"auto"``: ``"xnor"`` when JAX runs on CPU and the native kernel is available
+    (:func:`bnnns.core.native.status`), else ``"int8"``; ``why`` says which and why. Asking for
+    ``"xnor"`` where it is unavailable is a ``ValueError`` naming the reason.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel == "int8":
+        return "int8", "int8 convolutions (reference path, as requested)"
+    backend = jax.default_backend()
+    state = native.status() if backend == "cpu" else None
+    if state is not None and state.available:
+        return "xnor", f"XNOR-popcount on packed bits (native CPU kernel, {state.detail})"
+    why = f"JAX runs on {backend}" if state is None else state.detail
+    if kernel == "xnor":
+        raise ValueError(f"kernel 'xnor' is unavailable: {why}")
+    return "int8", f"int8 convolutions (reference path: {why})"
+
+
+def deployed_model(art: artifact_lib.Artifact, kernel: str = "int8"):
+    """The artifact's network with ``weight_binarizer="deployed"`` binary layers computing
+    with ``kernel`` (``"int8"`` or ``"xnor"``, :data:`bnnns.nn.layers.DEPLOYED_KERNELS`)."""
     spec, binary = art.header["model"], art.header["binary"]
     options = BinaryOptions(
         weight_binarizer="deployed",
+        deployed_kernel=kernel,
         weight_scale=binary["weight_scale"],
         activation=binary["activation"],
         act_clip=binary["act_clip"],
@@ -54,8 +95,10 @@ def deployed_model(art: artifact_lib.Artifact):
     )
 
 
-def deployed_variables(art: artifact_lib.Artifact) -> dict[str, Any]:
-    """Flax variables of :func:`deployed_model`: the sign bits unpacked to ``int8`` ±1."""
+def deployed_variables(art: artifact_lib.Artifact, kernel: str = "int8") -> dict[str, Any]:
+    """Flax variables of :func:`deployed_model`: the sign bits unpacked to ``int8`` ±1; for
+    ``kernel="xnor"`` also each layer's window-packed weights (``binary/<layer>/xnor_words``,
+    ``xnor_wpop``: :func:`bnnns.core.xnor_conv.pack_window_weights`), packed once here."""
     layers = art.header["binary_layers"]
     flat: dict[tuple[str, ...], np.ndarray] = {}
     for name, value in art.arrays.items():
@@ -70,6 +113,11 @@ def deployed_variables(art: artifact_lib.Artifact) -> dict[str, Any]:
                 raise artifact_lib.ArtifactError(
                     f"binary layer {layer!r}: bits unpack to {value.shape}, header says {shape}"
                 )
+            if kernel == "xnor":
+                window = value if value.ndim == 4 else value[None, None]
+                words, wpop = pack_window_weights(jnp.asarray(window))
+                flat[(*parts[:-1], "xnor_words")] = np.asarray(words)
+                flat[(*parts[:-1], "xnor_wpop")] = np.asarray(wpop)
         flat[parts] = value
     return traverse_util.unflatten_dict(flat)
 
@@ -98,26 +146,28 @@ def normalize(art: artifact_lib.Artifact, images: np.ndarray) -> np.ndarray:
     return (x - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)
 
 
-def _prepared(art: artifact_lib.Artifact) -> tuple[Any, Any]:
-    """(device variables, jitted apply) of ``art``, built once per artifact object."""
-    if "predict" not in art.cache:
-        model = deployed_model(art)
-        variables = jax.device_put(deployed_variables(art))
+def _prepared(art: artifact_lib.Artifact, kernel: str) -> tuple[Any, Any]:
+    """(device variables, jitted apply) of ``art`` with ``kernel``, built once per artifact."""
+    if ("predict", kernel) not in art.cache:
+        model = deployed_model(art, kernel)
+        variables = jax.device_put(deployed_variables(art, kernel))
         fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
-        art.cache["predict"] = (variables, fn)
-    return art.cache["predict"]
+        art.cache["predict", kernel] = (variables, fn)
+    return art.cache["predict", kernel]
 
 
-def predict(art: artifact_lib.Artifact | str, images: Any) -> jax.Array:
+def predict(art: artifact_lib.Artifact | str, images: Any, kernel: str = "auto") -> jax.Array:
     """Logits ``(N, num_classes)`` of the deployed model for preprocessed ``images``.
 
     Args:
       art: an :class:`bnnns.deploy.artifact.Artifact` or the path of a ``.bnn`` file.
       images: float ``(N, H, W, C)`` with the artifact's ``input_shape``, normalised as in
         training (:func:`normalize`).
+      kernel: ``"auto"`` (default: XNOR-popcount on CPU when the native kernel is available,
+        else ``int8``), ``"xnor"`` or ``"int8"``; :func:`choose_kernel` says which and why.
     """
     if not isinstance(art, artifact_lib.Artifact):
         art = artifact_lib.read(art)
     images = check_images(art, images)
-    variables, fn = _prepared(art)
+    variables, fn = _prepared(art, choose_kernel(kernel)[0])
     return fn(variables, images)

@@ -7,6 +7,9 @@
 training: the artifact's input size and normalisation (the training split's statistics), so the
 accuracy equals the run's final test accuracy. ``--json`` prints
 ``{"accuracy": ..., "count": ...}``; ``--save-logits out.npy`` also writes every image's logits.
+``--kernel`` chooses the binary layers' kernel (``auto``: XNOR-popcount on packed bits on CPU
+when the native kernel builds, else ``int8``; :func:`bnnns.deploy.inference.choose_kernel`);
+the one used and why is printed to stderr.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 from bnnns import data as data_lib
 from bnnns.deploy import artifact as artifact_lib
-from bnnns.deploy.inference import predict
+from bnnns.deploy.inference import KERNELS, choose_kernel, predict
 
 __all__ = ["evaluate", "main"]
 
@@ -34,10 +37,12 @@ def evaluate(
     batch_size: int = 1000,
     split: str = "test",
     logits_out: list | None = None,
+    kernel: str = "auto",
 ) -> dict[str, float]:
     """``{"accuracy", "count"}`` of ``art`` on ``split`` of ``dataset`` (default: its own).
 
     ``logits_out``: a list that receives the logits of every image, in dataset order.
+    ``kernel``: as :func:`bnnns.deploy.inference.predict`.
     """
     dataset = dataset or art.header["dataset"]
     shape = tuple(art.header["input_shape"])
@@ -59,7 +64,7 @@ def evaluate(
         splits[split], info, global_batch_size=batch_size, seed=0, epoch=0, train=False
     )
     for batch in batches:
-        logits = np.asarray(predict(art, batch["image"]))
+        logits = np.asarray(predict(art, batch["image"], kernel))
         if logits_out is not None:
             logits_out.append(logits[batch["mask"] > 0])
         hit = (np.argmax(logits, -1) == batch["label"]).astype(np.float64)
@@ -80,12 +85,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--json", action="store_true", help='print {"accuracy": ..., "count": ...}')
     p.add_argument("--save-logits", default=None, help="write the logits to this .npy file")
+    p.add_argument("--kernel", default="auto", choices=KERNELS, help="binary layers' kernel")
     args = p.parse_args(argv)
     logits: list = []
     try:
         art = artifact_lib.read(args.artifact)
+        kernel, why = choose_kernel(args.kernel)
+        print(f"kernel: {kernel}: {why}", file=sys.stderr)
         result = evaluate(
-            art, args.dataset, data_dir=args.data_dir, batch_size=args.batch_size, logits_out=logits
+            art,
+            args.dataset,
+            data_dir=args.data_dir,
+            batch_size=args.batch_size,
+            logits_out=logits,
+            kernel=kernel,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,7 +17,10 @@ weights:
 - ``weight_binarizer="deployed"`` (inference only, §1.7): no latent weights and no mapping
   network; ``Q`` (``int8`` ±1, variable ``"binary"/"bits"``) and the scale ``s`` (D8,
   ``"binary"/"scale"``) come from an exported artifact (:mod:`bnnns.deploy.export`), and the layer
-  computes ``s * (sign(X) ⊛ Q)`` exactly in integer arithmetic (:mod:`bnnns.core.binary_ops`).
+  computes ``s * (sign(X) ⊛ Q)`` exactly in integer arithmetic: ``int8`` operands with ``int32``
+  sums (``deployed_kernel="int8"``, :mod:`bnnns.core.binary_ops`, the reference, any platform)
+  or XNOR-popcount on packed bits (``"xnor"``, :mod:`bnnns.core.xnor_conv`, the native CPU
+  kernel; grouped convs stay ``int8``).
 
 Every binary layer sows its binary weights ``sign(.)`` (int8) into ``"binary_weights"``; sow
 is a no-op unless that collection is mutable, so this costs nothing in the train step and
@@ -39,6 +42,7 @@ from bnnns.core.losses import check_noise_rates, lns_loss, lns_loss_floor
 from bnnns.core.mapping import MAPPING_DTYPES, MAPPING_IMPLS, make_mapping_net
 from bnnns.core.metrics import sign_agreement
 from bnnns.core.scaling import SCALE_MODES, weight_scale
+from bnnns.core.xnor_conv import xnor_conv, xnor_dense
 
 __all__ = [
     "BinaryConv",
@@ -51,11 +55,13 @@ __all__ = [
     "ACTIVATION_ESTIMATORS",
     "WEIGHT_STES",
     "MAPPING_IMPLS",
+    "DEPLOYED_KERNELS",
 ]
 
 WEIGHT_BINARIZERS = ("sign", "lns", "real", "deployed")
 ACTIVATION_ESTIMATORS = ("ste_sign", "approx_sign", "none", "relu")
 WEIGHT_STES = ("identity", "clipped", "clip_grad")
+DEPLOYED_KERNELS = ("int8", "xnor")
 LABEL_SOURCES = ("current", "pretrained")
 REDUCTIONS = ("sum", "mean")
 CLS_GRAD_PATHS = ("mapping", "straight")
@@ -129,6 +135,7 @@ class _BinaryWeights(nn.Module):
     cls_grad_to_w: str = "mapping"
     mapping_dtype: str = "float32"
     mapping_impl: str = "auto"
+    deployed_kernel: str = "int8"
 
     def _check(self) -> None:
         checks = {
@@ -140,6 +147,7 @@ class _BinaryWeights(nn.Module):
             "cls_grad_to_w": (self.cls_grad_to_w, CLS_GRAD_PATHS),
             "mapping_dtype": (self.mapping_dtype, MAPPING_DTYPES),
             "mapping_impl": (self.mapping_impl, MAPPING_IMPLS),
+            "deployed_kernel": (self.deployed_kernel, DEPLOYED_KERNELS),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
@@ -203,13 +211,17 @@ class _BinaryWeights(nn.Module):
         int_op: Callable,
         float_op: Callable,
         accumulate: bool,
+        packed: bool = False,
     ) -> Any:
         """Deployed forward: ``s * (sign(X) ⊛ Q)`` with ``Q`` and ``s`` read from ``"binary"``.
 
-        ``int_op`` computes ``sign(X) ⊛ Q`` on ``int8`` operands with ``int32`` sums (exact);
-        ``float_op`` is the real-input fallback (``activation="none"``). ``accumulate=True``
-        returns ``(acc, s)`` instead of their product, for BN folding
-        (:mod:`bnnns.core.binary_ops`).
+        ``int_op`` computes ``sign(X) ⊛ Q`` with ``int32`` sums (exact) from ``int8`` ±1
+        operands, or (``packed=True``, XNOR-popcount) from the float ``X`` it binarizes itself
+        and the window-packed weights: ``"binary"/"xnor_words"`` and ``"xnor_wpop"`` when the
+        variables hold them (packed once per artifact, :mod:`bnnns.deploy.inference`), else
+        packed from ``Q`` in the call; ``float_op`` is the real-input fallback
+        (``activation="none"``). ``accumulate=True`` returns ``(acc, s)`` instead of their
+        product, for BN folding (:mod:`bnnns.core.binary_ops`).
         """
         self._check()
         bits = self.variable("binary", "bits", jnp.ones, shape, jnp.int8).value
@@ -222,7 +234,13 @@ class _BinaryWeights(nn.Module):
             if accumulate:
                 raise ValueError(f"{type(self).__name__}: real inputs have no integer accumulator")
             return float_op(x.astype(dtype), bits.astype(dtype) * scale.astype(dtype))
-        acc = int_op(sign_int8(x.astype(dtype)), bits)
+        x = x.astype(dtype)
+        if packed:
+            words = self.get_variable("binary", "xnor_words")
+            wpop = self.get_variable("binary", "xnor_wpop")
+            acc = int_op(x, bits, None if words is None else (words, wpop))
+        else:
+            acc = int_op(sign_int8(x), bits)
         if accumulate:
             return acc, scale
         return (acc.astype(jnp.float32) * scale).astype(dtype)
@@ -259,6 +277,8 @@ class BinaryConv(_BinaryWeights):
         (default), ``"valid_taps"`` or ``"conv"`` (:class:`bnnns.MappingNet`'s ``conv_impl``),
         or ``"reference"`` (:class:`bnnns.core.mapping.ReferenceMappingNet`, the network before
         issue 11; its parameters have two more bias leaves). The same function.
+      deployed_kernel: deployed only: ``"int8"`` (``int8`` conv, the reference) or ``"xnor"``
+        (XNOR-popcount on packed bits, the native CPU kernel; grouped convs stay ``int8``).
       dtype: compute dtype (``None``: the input's).
 
     ``__call__(x, accumulate=False)``; deployed, ``accumulate=True`` returns the ``int32``
@@ -297,8 +317,12 @@ class BinaryConv(_BinaryWeights):
             feature_group_count=groups,
         )
         if self.weight_binarizer == "deployed":
-            int_op = lambda b, q: int_conv(b, q, self.strides, self.padding, groups)  # noqa: E731
-            return self.deployed(x, shape, int_op, conv, accumulate)
+            packed = self.deployed_kernel == "xnor" and groups == 1
+            if packed:
+                int_op = lambda x, q, w: xnor_conv(x, q, self.strides, self.padding, w)  # noqa: E731
+            else:
+                int_op = lambda b, q: int_conv(b, q, self.strides, self.padding, groups)  # noqa: E731
+            return self.deployed(x, shape, int_op, conv, accumulate, packed)
         kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
         dtype = self.dtype or x.dtype
         w = self.binary_kernel(kernel).astype(dtype)
@@ -329,7 +353,9 @@ class BinaryDense(_BinaryWeights):
     def __call__(self, x: jax.Array, accumulate: bool = False) -> Any:
         shape = (x.shape[-1], self.features)
         if self.weight_binarizer == "deployed":
-            return self.deployed(x, shape, int_dense, jnp.matmul, accumulate)
+            packed = self.deployed_kernel == "xnor"
+            int_op = xnor_dense if packed else int_dense
+            return self.deployed(x, shape, int_op, jnp.matmul, accumulate, packed)
         kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
         dtype = self.dtype or x.dtype
         w = self.binary_kernel(kernel).astype(dtype)

@@ -26,7 +26,8 @@ class BinaryOptions:
     ``rho_pos``/``rho_neg`` (D4), ``aux_reduction`` (D3), ``labels`` (D1),
     ``residual_mapping`` (D6), ``cls_grad_to_w`` (D14),
     ``mapping_dtype`` (the mapping networks' compute dtype), ``mapping_impl`` (their
-    implementation, :data:`bnnns.core.mapping.MAPPING_IMPLS`).
+    implementation, :data:`bnnns.core.mapping.MAPPING_IMPLS`), ``deployed_kernel`` (deployed
+    binary layers: ``"int8"`` reference or ``"xnor"`` packed bits, :mod:`bnnns.nn.layers`).
     """
 
     weight_binarizer: str = "sign"
@@ -43,6 +44,7 @@ class BinaryOptions:
     mapping_dtype: str = "float32"
     cls_grad_to_w: str = "mapping"
     mapping_impl: str = "auto"
+    deployed_kernel: str = "int8"
 
     @property
     def deployed(self) -> bool:

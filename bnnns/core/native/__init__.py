@@ -1,0 +1,123 @@
+"""The native CPU kernels: built on first use with the system C++ compiler, then registered.
+
+``xnor_conv.cc`` (with ``xnor_body.inc``) is an XLA FFI custom call (``jax.ffi``): the
+XNOR-popcount binary convolution of :func:`bnnns.core.xnor_conv.xnor_conv`. It is compiled
+against the running jaxlib's FFI headers (``jax.ffi.include_dir()``) into a cache folder
+(``$BNNNS_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/bnnns`` or ``~/.cache/bnnns``), keyed by a hash
+of the sources, the flags, the compiler and the jax version, so the next process loads it in
+milliseconds. One shared library serves every x86-64 CPU: the AVX2 + POPCNT loops are chosen at
+run time, a portable build of the same loops runs elsewhere. Without a compiler (or with
+``BNNNS_NATIVE=0``) :func:`status` says why the kernel is unavailable and callers use the
+pure-JAX path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+
+import jax
+
+__all__ = ["NativeStatus", "status", "XNOR_CONV_TARGET"]
+
+XNOR_CONV_TARGET = "bnnns_xnor_conv"
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_SOURCES = ("xnor_conv.cc", "xnor_body.inc")
+_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
+_COMPILERS = ("c++", "g++", "clang++")
+_BUILD_TIMEOUT_S = 300
+_LOCK = threading.Lock()
+_STATUS: NativeStatus | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeStatus:
+    """Whether the native kernel is registered: ``available``, the library ``path`` and a
+    ``detail`` (``"AVX2+POPCNT"`` / ``"portable"``, or why it is unavailable)."""
+
+    available: bool
+    detail: str
+    path: str | None = None
+
+
+def _compiler() -> str | None:
+    cxx = os.environ.get("CXX")
+    if cxx:
+        return shutil.which(cxx)
+    return next((p for p in map(shutil.which, _COMPILERS) if p), None)
+
+
+def _cache_dir() -> str:
+    base = os.environ.get("BNNNS_KERNEL_CACHE")
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        base = os.path.join(xdg, "bnnns")
+    try:
+        os.makedirs(base, exist_ok=True)
+        if os.access(base, os.W_OK):
+            return base
+    except OSError:
+        pass
+    fallback = os.path.join(tempfile.gettempdir(), f"bnnns-{os.getuid()}")
+    os.makedirs(fallback, exist_ok=True)
+    return fallback
+
+
+def _build(cxx: str) -> str:
+    """Compile into the cache (atomically: a temporary file, then ``os.replace``); the path."""
+    include = jax.ffi.include_dir()
+    digest = hashlib.sha256()
+    for name in _SOURCES:
+        with open(os.path.join(_HERE, name), "rb") as f:
+            digest.update(f.read())
+    digest.update(repr((_FLAGS, cxx, jax.__version__, include)).encode())
+    folder = _cache_dir()
+    path = os.path.join(folder, f"xnor_conv-{digest.hexdigest()[:16]}.so")
+    if os.path.isfile(path):
+        return path
+    fd, tmp = tempfile.mkstemp(prefix=".xnor_conv-", suffix=".so", dir=folder)
+    os.close(fd)
+    cmd = [cxx, *_FLAGS, f"-I{include}", os.path.join(_HERE, "xnor_conv.cc"), "-o", tmp]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+            raise RuntimeError(f"{os.path.basename(cxx)} failed: {lines[-1][:300]}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _load() -> NativeStatus:
+    if os.environ.get("BNNNS_NATIVE", "1") == "0":
+        return NativeStatus(False, "disabled by BNNNS_NATIVE=0")
+    cxx = _compiler()
+    if cxx is None:
+        return NativeStatus(False, f"no C++ compiler found ($CXX or one of {_COMPILERS})")
+    try:
+        path = _build(cxx)
+        lib = ctypes.cdll.LoadLibrary(path)
+        jax.ffi.register_ffi_target(
+            XNOR_CONV_TARGET, jax.ffi.pycapsule(lib.BnnnsXnorConv), platform="cpu"
+        )
+    except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as e:
+        return NativeStatus(False, f"native kernel unavailable: {e}")
+    _load.lib = lib  # keep the library loaded for the process
+    return NativeStatus(True, "AVX2+POPCNT" if lib.bnnns_xnor_fast_cpu() else "portable", path)
+
+
+def status() -> NativeStatus:
+    """Build (first call only), load and register the kernel; then its :class:`NativeStatus`."""
+    global _STATUS
+    with _LOCK:
+        if _STATUS is None:
+            _STATUS = _load()
+        return _STATUS

@@ -1,0 +1,97 @@
+"""XNOR-popcount binary convolution on packed sign bits: the native CPU path of deployed layers.
+
+``B ⊛ Q`` of :func:`bnnns.core.binary_ops.int_conv` (``B = sign(X)``, ``Q`` ±1, zero padding)
+computed on packed bits by the native kernel (:mod:`bnnns.core.native`, an XLA FFI custom call):
+the signs of each pixel are packed along ``c_in``, each output's ``(kh, kw, c_in)`` window is
+gathered into ``L = ceil(kh kw c_in / 64)`` 64-bit words (bit ``(ky kw + kx) c_in + c``), and
+
+    acc = K_valid - 2 * (sum_i popcount(col_i XOR q_i) - corr)          (int32, exact)
+
+The zero-padded border is not a ±1 value: a tap outside the image contributes 0 to the float
+conv. The kernel leaves its bits 0, so it would add ``popcount(q_tap)`` (the number of +1
+weights of that tap, ``wpop``) disagreements; ``corr`` takes exactly those back, and
+``K_valid = (taps inside the image) * c_in``. Pad bits past ``K`` are 0 in window and weights
+alike and never count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bnnns.core import native
+from bnnns.core.packing import pack_words
+
+__all__ = ["explicit_padding", "pack_window_weights", "xnor_conv", "xnor_dense"]
+
+
+def explicit_padding(
+    in_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int], padding: Any
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((top, bottom), (left, right))`` of ``padding`` (``"SAME"``, ``"VALID"`` or pairs),
+    as ``lax.conv_general_dilated`` pads."""
+    if isinstance(padding, str):
+        pads = jax.lax.padtype_to_pads(tuple(in_hw), tuple(kernel_hw), tuple(strides), padding)
+    else:
+        pads = [tuple(p) for p in padding]
+    if len(pads) != 2 or any(len(p) != 2 or min(p) < 0 for p in pads):
+        raise ValueError(f"padding must be SAME, VALID or two (lo, hi) pairs >= 0, got {padding}")
+    return (int(pads[0][0]), int(pads[0][1])), (int(pads[1][0]), int(pads[1][1]))
+
+
+def pack_window_weights(q: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(kh, kw, c_in, c_out)`` ±1 weights -> ``(words, wpop)``: ``uint32 (c_out, 2 L)``, the
+    window bits of each output channel (two ``uint32`` per 64-bit word, pad bits 0), and
+    ``int32 (c_out, kh kw)``, the number of +1 weights per tap (the padding correction)."""
+    kh, kw, c_in, c_out = q.shape
+    k = kh * kw * c_in
+    flat = jnp.pad(q.reshape(k, c_out), ((0, -k % 64), (0, 0)), constant_values=-1)
+    words = pack_words(flat, axis=0).T  # -1 pads -> 0 bits
+    wpop = jnp.sum(q > 0, axis=2, dtype=jnp.int32).reshape(kh * kw, c_out).T
+    return words, wpop
+
+
+def xnor_conv(
+    x: jax.Array,
+    q: jax.Array,
+    strides: Sequence[int] = (1, 1),
+    padding: Any = "SAME",
+    packed: tuple[jax.Array, jax.Array] | None = None,
+) -> jax.Array:
+    """``sign(x) ⊛ q`` as ``int32`` on packed bits: NHWC float ``x`` (``x >= 0`` is +1, D10),
+    HWIO ±1 ``q``; equals :func:`bnnns.core.binary_ops.int_conv` of ``sign_int8(x)``.
+
+    ``packed``: :func:`pack_window_weights` of ``q``, when computed once beforehand (else here).
+    Needs the native kernel (:func:`bnnns.core.native.status`) and runs on CPU.
+    """
+    state = native.status()
+    if not state.available:
+        raise RuntimeError(f"xnor_conv needs the native CPU kernel: {state.detail}")
+    n, h, w, c_in = x.shape
+    kh, kw, q_in, c_out = q.shape
+    if q_in != c_in:
+        raise ValueError(f"xnor_conv: x has {c_in} channels, the kernel {q.shape} wants {q_in}")
+    (top, bottom), (left, right) = explicit_padding((h, w), (kh, kw), strides, padding)
+    sh, sw = (int(s) for s in strides)
+    ho, wo = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+    words, wpop = pack_window_weights(q) if packed is None else packed
+    call = jax.ffi.ffi_call(
+        native.XNOR_CONV_TARGET, jax.ShapeDtypeStruct((n, ho, wo, c_out), jnp.int32)
+    )
+    attrs = {"kh": kh, "kw": kw, "sh": sh, "sw": sw, "pad_top": top, "pad_left": left}
+    return call(x.astype(jnp.float32), words, wpop, **{k: np.int64(v) for k, v in attrs.items()})
+
+
+def xnor_dense(
+    x: jax.Array, q: jax.Array, packed: tuple[jax.Array, jax.Array] | None = None
+) -> jax.Array:
+    """``sign(x) · q`` (``(..., c_in)`` float, ``(c_in, c_out)`` ±1) as ``int32``: a 1x1 conv
+    (``packed``: :func:`pack_window_weights` of ``q[None, None]``)."""
+    lead = x.shape[:-1]
+    flat = x.reshape(-1, 1, 1, x.shape[-1])
+    out = xnor_conv(flat, q[None, None], (1, 1), "VALID", packed)
+    return out.reshape(*lead, q.shape[-1])

@@ -1,0 +1,141 @@
+"""The XNOR-popcount native kernel (bnnns.core.xnor_conv) against the float and int8 references,
+and the kernel choice of predict with and without the native kernel."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bnnns.core import native
+from bnnns.core.binary_ops import int_conv, int_dense, sign_int8
+from bnnns.core.xnor_conv import explicit_padding, pack_window_weights, xnor_conv, xnor_dense
+from bnnns.deploy import inference
+
+needs_native = pytest.mark.skipif(
+    not native.status().available, reason=f"no native kernel: {native.status().detail}"
+)
+
+
+def _inputs(seed, x_shape, q_shape):
+    """Normal inputs with exact zeros and negative zeros (both are +1, D10); ±1 weights."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    x[rng.random(x_shape) < 0.1] = 0.0
+    x[rng.random(x_shape) < 0.1] = -0.0
+    q = np.where(rng.random(q_shape) < 0.5, -1, 1).astype(np.int8)
+    return jnp.asarray(x), jnp.asarray(q)
+
+
+def _float_conv(x, q, strides, padding):
+    """The float reference: sign(x) (zero-padded) convolved with ±1 weights in float32."""
+    return jax.lax.conv_general_dilated(
+        jnp.where(x >= 0, 1.0, -1.0),
+        q.astype(jnp.float32),
+        strides,
+        padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision="highest",
+    )
+
+
+PADDINGS = st.one_of(
+    st.sampled_from(["SAME", "VALID"]),
+    st.tuples(
+        st.tuples(st.integers(0, 2), st.integers(0, 2)),
+        st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    ),
+)
+
+
+@needs_native
+@settings(max_examples=12)
+@given(
+    n=st.integers(1, 2),
+    hw=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    c_in=st.sampled_from([1, 3, 5, 16, 31, 64, 65, 70, 130]),
+    c_out=st.integers(1, 5),
+    khw=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    strides=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=PADDINGS,
+    jit=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_xnor_conv_equals_the_float_conv_of_signs(
+    n, hw, c_in, c_out, khw, strides, padding, jit, seed
+):
+    pads = explicit_padding(hw, khw, strides, padding)
+    if any(hw[i] + sum(pads[i]) < khw[i] for i in range(2)):
+        return  # no output position
+    x, q = _inputs(seed, (n, *hw, c_in), (*khw, c_in, c_out))
+    op = lambda x, q: xnor_conv(x, q, strides, padding)  # noqa: E731
+    acc = (jax.jit(op) if jit else op)(x, q)
+    assert acc.dtype == jnp.int32
+    want = _float_conv(x, q, strides, padding)
+    np.testing.assert_array_equal(np.asarray(acc), np.asarray(want).astype(np.int32))
+    ref = int_conv(sign_int8(x), q, strides, padding)
+    np.testing.assert_array_equal(np.asarray(acc), np.asarray(ref))
+
+
+@needs_native
+@pytest.mark.parametrize("c_in", [1, 63, 64, 200])
+def test_xnor_dense_equals_int_dense(c_in):
+    x, q = _inputs(c_in, (3, c_in), (c_in, 7))
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(xnor_dense)(x, q)), np.asarray(int_dense(sign_int8(x), q))
+    )
+
+
+def test_window_weights_layout_and_padding_counts():
+    q = jnp.asarray(np.where(np.random.default_rng(0).random((3, 3, 8, 2)) < 0.5, -1, 1), jnp.int8)
+    words, wpop = pack_window_weights(q)
+    assert words.shape == (2, 4) and words.dtype == jnp.uint32  # 72 bits -> 2 words of 64
+    bits = np.unpackbits(np.asarray(words).view(np.uint8), axis=1, bitorder="little")
+    flat = np.asarray(q).reshape(72, 2).T > 0  # bit (ky kw + kx) c_in + c
+    np.testing.assert_array_equal(bits[:, :72], flat)
+    assert not bits[:, 72:].any()  # pad bits are 0
+    np.testing.assert_array_equal(np.asarray(wpop), flat.reshape(2, 9, 8).sum(-1))
+
+
+def test_explicit_padding_matches_lax_and_rejects_bad_pairs():
+    assert explicit_padding((32, 32), (3, 3), (2, 2), "SAME") == ((0, 1), (0, 1))
+    assert explicit_padding((5, 5), (3, 3), (1, 1), ((1, 2), (0, 0))) == ((1, 2), (0, 0))
+    with pytest.raises(ValueError, match="two \\(lo, hi\\) pairs"):
+        explicit_padding((5, 5), (3, 3), (1, 1), ((1, -1), (0, 0)))
+
+
+@pytest.mark.parametrize(
+    "env,value,reason",
+    [
+        ("BNNNS_NATIVE", "0", "disabled by BNNNS_NATIVE=0"),
+        ("CXX", "/nonexistent/c++", "no C++ compiler found"),
+        ("CXX", "false", "false failed"),
+    ],
+)
+def test_without_the_native_kernel_predict_falls_back_and_says_why(
+    monkeypatch, tmp_path, env, value, reason
+):
+    monkeypatch.setenv("BNNNS_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv(env, value)
+    monkeypatch.setattr(native, "_STATUS", None)  # rebuild the status under this environment
+    state = native.status()
+    assert not state.available and reason in state.detail
+    assert not list(tmp_path.glob("*.so")) and not list(tmp_path.glob(".xnor*"))
+    kernel, why = inference.choose_kernel("auto")
+    assert kernel == "int8" and reason in why
+    with pytest.raises(ValueError, match=f"kernel 'xnor' is unavailable: .*{re.escape(reason)}"):
+        inference.choose_kernel("xnor")
+    with pytest.raises(RuntimeError, match="needs the native CPU kernel"):
+        xnor_conv(jnp.ones((1, 3, 3, 2)), jnp.ones((3, 3, 2, 1), jnp.int8))
+    assert inference.choose_kernel("int8")[0] == "int8"
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        inference.choose_kernel("fast")
+
+
+@needs_native
+def test_auto_is_xnor_on_cpu_with_the_native_kernel():
+    kernel, why = inference.choose_kernel("auto")
+    assert jax.default_backend() != "cpu" or (kernel == "xnor" and "XNOR-popcount" in why)
