@@ -3,22 +3,103 @@
 Without flags it runs the default pipeline (``configs/mnist_lns.py``) in a fresh folder under
 ``runs/``. The loop itself is :func:`bnnns.train.train_lib.train_and_evaluate`.
 
-User errors (:class:`bnnns.errors.UserError`: a bad config or data set, no intact checkpoint,
-a workdir in use or trained with another config, a diverged run) print one line, without a
-traceback, and exit with status 2; any other exception is a bug and keeps its traceback.
+User errors (:class:`bnnns.errors.UserError`: a bad config or data set, a ``--config.`` flag
+naming no field, no intact checkpoint, a workdir in use, trained with another config, full or
+read-only, a diverged run) print one line, without a traceback, and exit with status 2; any other
+exception is a bug and keeps its traceback (docs/reliability.md).
 """
 
 import datetime
+import logging
 import os
 import sys
+import threading
+import traceback
 
 from absl import app, flags
 from ml_collections import config_flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-config_flags.DEFINE_config_file(
-    "config", os.path.join(HERE, "configs", "mnist_lns.py"), "Experiment config file."
-)
+DEFAULT_CONFIG = os.path.join(HERE, "configs", "mnist_lns.py")
+
+
+def check_config_flags(argv: list[str]) -> None:
+    """Every ``--config.<field>`` flag names a field of the config file (ml_collections would
+    stop with tracebacks and a bare ``AttributeError``): one line with a "did you mean"."""
+    path, fields = DEFAULT_CONFIG, []
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "--":
+            break
+        if arg == "--config":
+            path = next(args, path)
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        elif arg.startswith("--config."):
+            fields.append(arg[len("--config.") :].split("=", 1)[0])
+    if not fields:
+        return
+    from bnnns.errors import ConfigError
+    from bnnns.train.config_checks import check_field
+    from bnnns.train.default_config import load_config_file
+
+    try:
+        config = load_config_file(path)
+    except Exception:  # noqa: BLE001 - absl reports a config file that does not load
+        return
+    for field in fields:
+        try:
+            check_field(config, field)
+        except ConfigError as e:
+            print(f"error: --config.{field} (config file {path}): {e}", file=sys.stderr)
+            sys.exit(2)
+
+
+class HeldBackgroundErrors(logging.Filter):
+    """A failed asynchronous save (a full disk) is reported many times over: orbax logs it
+    with tracebacks (from its threads and its ``wait_until_finished``), tensorstore's threads
+    print "Event loop is closed" tracebacks, then the error is raised in the main thread, where
+    :mod:`bnnns.train.write_errors` makes it one line. These reports are held back and shown
+    (:meth:`release`) only when the run ends otherwise: with a bug, or without an error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord | str] = []
+        self._excepthook = sys.excepthook
+
+    def install(self) -> None:
+        logging.getLogger("absl").addFilter(self)
+        sys.excepthook = self._hook
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if f"{os.sep}orbax{os.sep}" in record.pathname and record.levelno >= logging.ERROR:
+            self.held.append(record)
+            return False
+        return True
+
+    def _hook(self, kind, value, tb) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._excepthook(kind, value, tb)
+        else:  # printed from a C++ thread through sys.excepthook (PyErr_Print)
+            self.held.append("".join(traceback.format_exception(kind, value, tb)))
+
+    def release(self) -> None:
+        logger = logging.getLogger("absl")
+        logger.removeFilter(self)
+        for item in self.held:
+            if isinstance(item, str):
+                print(item, file=sys.stderr, end="")
+            else:
+                logger.handle(item)
+        self.held = []
+
+
+HELD = HeldBackgroundErrors()
+
+
+if __name__ == "__main__":  # before the config flag parses the default file with the flags
+    check_config_flags(sys.argv)
+config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.")
 flags.DEFINE_string("workdir", None, "Output folder; default: a fresh folder under runs/.")
 flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0.")
 flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
@@ -67,8 +148,12 @@ def main(argv):
         train_and_evaluate(FLAGS.config, workdir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        HELD.held = []
         sys.exit(2)
+    finally:
+        HELD.release()  # none after a user error (its one line says it all)
 
 
 if __name__ == "__main__":
+    HELD.install()
     app.run(main)

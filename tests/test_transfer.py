@@ -54,7 +54,8 @@ def test_pretrained_weights_are_carried_into_finetune_and_lns(tmp_path):
     pre_stage = Stage(make_run(config, tmp_path / "pre"), "pretrain")
     state = pre_stage.init_fn(jax.random.key(7), pre_stage.run.dummy_input())
     state = state.replace(
-        params=randomized(state.params, 1), model_state=randomized(state.model_state, 2, positive=True)
+        params=randomized(state.params, 1),
+        model_state=randomized(state.model_state, 2, positive=True),
     )
     pre_stage.checkpointer.save(16, state, {"stage": "pretrain", "done": True, "history": []})
     pre_stage.checkpointer.close()

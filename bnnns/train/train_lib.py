@@ -42,6 +42,7 @@ from bnnns.train.metric_writer import MetricWriter
 from bnnns.train.stage import Callback, Run, Stage, build_model, lns_lr_scales
 from bnnns.train.steps import TrainState
 from bnnns.train.workdir import WorkdirLock, check_rerun_config, write_json_atomic
+from bnnns.train.write_errors import workdir_write_errors
 
 __all__ = [
     "train_and_evaluate",
@@ -139,13 +140,14 @@ def train_and_evaluate(
     except ValueError as e:
         raise ConfigError(str(e)) from e
     workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    lock = _lock_workdir(workdir)  # a second run on this workdir stops here
-    try:
-        check_rerun_config(config, workdir, stages)  # before anything is written
-        return _train(config, workdir, stages, splits, info, mesh, callbacks)
-    finally:
-        lock.release()
+    with workdir_write_errors(workdir):  # full disk, read-only: one line (docs/reliability.md)
+        os.makedirs(workdir, exist_ok=True)
+        lock = _lock_workdir(workdir)  # a second run on this workdir stops here
+        try:
+            check_rerun_config(config, workdir, stages)  # before anything is written
+            return _train(config, workdir, stages, splits, info, mesh, callbacks)
+        finally:
+            lock.release()
 
 
 def _lock_workdir(workdir: str) -> WorkdirLock:
@@ -201,6 +203,7 @@ def _train(config, workdir, stages, splits, info, mesh, callbacks) -> dict[str, 
             if name != "pretrain" and pretrained is None:
                 pretrained = _load_pretrained(run, config.init_from)
             stage = Stage(run, name)
+            stage.checkpointer.remove_unfinished()  # of a run that stopped mid-save
             state, meta = stage.run_stage(pretrained)
             stage.checkpointer.close()
             if name == "pretrain":
