@@ -70,6 +70,8 @@ class HeldBackgroundErrors(logging.Filter):
     def install(self) -> None:
         logging.getLogger("absl").addFilter(self)
         sys.excepthook = self._hook
+        threading.excepthook = self._thread_hook
+        sys.unraisablehook = self._unraisable_hook
 
     def filter(self, record: logging.LogRecord) -> bool:
         if f"{os.sep}orbax{os.sep}" in record.pathname and record.levelno >= logging.ERROR:
@@ -82,6 +84,15 @@ class HeldBackgroundErrors(logging.Filter):
             self._excepthook(kind, value, tb)
         else:  # printed from a C++ thread through sys.excepthook (PyErr_Print)
             self.held.append("".join(traceback.format_exception(kind, value, tb)))
+
+    def _thread_hook(self, args) -> None:  # an exception that ended a Python thread
+        text = traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)
+        self.held.append(f"Exception in thread {getattr(args.thread, 'name', '?')}:\n")
+        self.held.append("".join(text))
+
+    def _unraisable_hook(self, args) -> None:  # e.g. a callback on a closed event loop
+        text = traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)
+        self.held.append(f"Exception ignored in: {args.object!r}\n{''.join(text)}")
 
     def release(self) -> None:
         logger = logging.getLogger("absl")

@@ -295,3 +295,40 @@ def test_predict_cli_reads_npz_datasets(cnn_artifacts, tmp_path, capsys):
     }
     assert predict.main([str(path), "--dataset", "mnist"]) == 2  # 28x28 images, model takes 8x8
     assert "has images of shape (28, 28, 1), the model takes (8, 8, 1)" in capsys.readouterr().err
+
+
+def test_export_needs_only_the_run_directory(tmp_path):
+    """``python -m bnnns.deploy.export RUN_DIR`` after the run's npz has moved away (another
+    machine): it exits 0 and writes the artifact that an export with the data set at hand
+    gives, header (shapes, classes, the data set's normalisation) and arrays alike."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (80, 8, 8), dtype=np.uint8)
+    npz = tmp_path / "tiny.npz"
+    np.savez(
+        npz, x_train=x[:64], y_train=np.arange(64) % 10, x_test=x[64:], y_test=np.arange(16) % 10
+    )
+    config = tiny_config(dataset=f"npz:{npz}", stages="pretrain", batch_size=32, train_subset=0)
+    config.pretrain.epochs = 0.5  # one step
+    run = tmp_path / "run"
+    train_and_evaluate(config, str(run))
+    _, info = load_data(config)
+    state, _ = restore_stage(config, str(run), "pretrain")
+    expected = export.export_state(config, state, info, "pretrain")
+    assert info.mean != (0.0,) and info.num_classes == 10  # the data set's, not defaults
+    npz.rename(tmp_path / "elsewhere.npz")
+    out = tmp_path / "m.bnn"
+    done = subprocess.run(
+        [sys.executable, "-m", "bnnns.deploy.export", str(run), "--out", str(out)],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = artifact.read(out)
+    assert got.header.pop("source")["stage"] == "pretrain"
+    assert got.header == {k: v for k, v in expected.header.items() if k != "source"}
+    assert got.arrays.keys() == expected.arrays.keys()
+    for name, value in expected.arrays.items():
+        np.testing.assert_array_equal(got.arrays[name], value, err_msg=name)

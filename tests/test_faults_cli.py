@@ -46,6 +46,7 @@ def train_args(npz, workdir, *extra):
         "--config.batch_size=32",
         "--config.pretrain.epochs=2",
         "--config.progress_bar=False",
+        "--config.pretrain.schedule=constant",  # a longer rerun trains as one run
         "--config.checkpoint_every_steps=1",
         *extra,
     ]
@@ -99,24 +100,29 @@ def test_mistyped_config_flag_is_one_line_with_did_you_mean(tmp_path):
 
 
 # Runs inside ``unshare -rm``: mounts DIR as a tmpfs of SIZE (read-only if SIZE is "ro"), runs
-# the train.py arguments given as JSON, writes {rc, stdout, stderr} and copies DIR to OUT.
+# the steps given as JSON (train.py arguments; "fill:N": a file that leaves N bytes free;
+# "free": remove it; "snapshot"), writes each run's {rc, stdout, stderr} and copies DIR to OUT.
 NAMESPACE = textwrap.dedent(
     """
     import json, os, shutil, subprocess, sys
-    directory, size, out, runs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    directory, size, out, steps = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
     os.makedirs(directory, exist_ok=True)
     options = "ro,size=64k" if size == "ro" else f"size={size}"
     subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", directory], check=True)
+    filler = os.path.join(directory, "filler")
     results = []
-    for args in runs:
-        if args == "grow":  # the disk is freed
-            subprocess.run(["mount", "-o", "remount,size=8m", directory], check=True)
-            continue
-        if args == "snapshot":
-            shutil.copytree(directory, os.path.join(out, f"snapshot{len(results)}"))
-            continue
-        done = subprocess.run(args, capture_output=True, text=True)
-        results.append({"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr})
+    for step in steps:
+        if isinstance(step, str) and step.startswith("fill:"):
+            fs = os.statvfs(directory)
+            with open(filler, "wb") as f:
+                f.write(bytes(max(fs.f_bavail * fs.f_frsize - int(step[5:]), 0)))
+        elif step == "free":
+            os.remove(filler)
+        elif step == "snapshot":
+            shutil.copytree(directory, os.path.join(out, "snapshot"))
+        else:
+            done = subprocess.run(step, capture_output=True, text=True)
+            results.append({"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr})
     shutil.copytree(directory, os.path.join(out, "disk"))
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f)
@@ -151,23 +157,27 @@ def newest_arrays(directory):
 @pytest.mark.skipif(not MOUNTABLE, reason="needs unshare -rm to mount a tmpfs")
 @pytest.mark.filterwarnings("ignore:Sharding info not provided")
 def test_full_disk_is_one_line_and_the_rerun_resumes(tmp_path):
-    """The workdir on a 256 kB tmpfs fills during the second checkpoint; the disk is grown
-    and the same command rerun: it resumes, leaves no ``*.orbax-checkpoint-tmp`` and ends with
-    the weights and records of an uninterrupted run."""
+    """One epoch trains on a tmpfs; then the disk is filled to 40 kB free (less than a
+    checkpoint) and a longer schedule started: it fails writing its first checkpoint, in one
+    line that names the file and the checkpoints kept. The disk is freed and the same command
+    rerun: it resumes, leaves no ``*.orbax-checkpoint-tmp`` and ends with the weights and
+    records of an uninterrupted run."""
     npz = tiny_npz(tmp_path / "tiny.npz")
     workdir = tmp_path / "disk" / "w"
-    args = train_args(npz, workdir)
-    full, rerun = in_namespace(tmp_path, "256k", [args, "snapshot", "grow", args])
+    first, longer = train_args(npz, workdir, "--config.pretrain.epochs=1"), train_args(npz, workdir)
+    steps = [first, "fill:40000", longer, "snapshot", "free", longer]
+    done, full, rerun = in_namespace(tmp_path, "2m", steps)
+    assert done.returncode == 0, done.stderr[-3000:]
     line = assert_one_line_error(full, f"workdir {workdir}: the disk is full", "free space")
     assert f"writing {workdir}" in line or f"writing into {workdir}" in line
-    snapshot = tmp_path / "out" / "snapshot1" / "w" / "checkpoints" / "pretrain"
-    kept = finished_steps(snapshot)
-    assert kept and kept[-1] < 4 and f"pretrain step {kept[-1]}" in line, (kept, line)
+    assert "checkpoints: pretrain step 2" in line, line
+    snapshot = tmp_path / "out" / "snapshot" / "w" / "checkpoints" / "pretrain"
+    assert finished_steps(snapshot) == [1, 2]  # nothing saved before was lost
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "unusable" not in rerun.stdout  # the kept checkpoints were intact
     ckpt = tmp_path / "out" / "disk" / "w" / "checkpoints" / "pretrain"
     assert [p.name for p in ckpt.iterdir() if "tmp" in p.name] == []
-    assert finished_steps(ckpt)[-1] == 4
+    assert finished_steps(ckpt) == [3, 4]
     straight = tmp_path / "straight"
     done = subprocess.run(train_args(npz, straight), env=env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -50,6 +50,7 @@ __all__ = [
     "build_model",
     "lns_lr_scales",
     "load_data",
+    "run_info",
     "Callback",
 ]
 
@@ -67,6 +68,23 @@ def load_data(config: ConfigDict) -> tuple[dict[str, data_lib.Split], data_lib.D
         )
     except (ValueError, FileNotFoundError, OSError) as e:
         raise DataError(f"config.dataset={config.dataset!r}: {e}") from e
+
+
+DATASET_JSON = "dataset.json"  # the data set's DatasetInfo, written by every run
+
+
+def run_info(config: ConfigDict, workdir: str) -> data_lib.DatasetInfo:
+    """The data set's metadata of the run in ``workdir`` (shapes, classes, normalisation): from
+    its ``dataset.json``, so that a run is exported or restored without its data (on another
+    machine); a run written before that file existed loads ``config.dataset`` instead."""
+    path = os.path.join(workdir, DATASET_JSON)
+    if not os.path.isfile(path):
+        return load_data(config)[1]
+    with open(path) as f:
+        fields = json.load(f)
+    for key in ("image_shape", "mean", "std"):
+        fields[key] = tuple(fields[key])
+    return data_lib.DatasetInfo(**fields)
 
 
 def _load_pretrained(run: Run, source_workdir: str) -> TrainState:
@@ -99,8 +117,11 @@ def _load_pretrained(run: Run, source_workdir: str) -> TrainState:
 
 
 def restore_stage(config: ConfigDict, workdir: str, stage: str) -> tuple[TrainState, dict]:
-    """The newest checkpoint of ``stage`` in ``workdir`` (state as host arrays, metadata)."""
-    splits, info = load_data(config)
+    """The newest checkpoint of ``stage`` in ``workdir`` (state as host arrays, metadata); reads
+    no data (:func:`run_info`)."""
+    info = run_info(config, workdir)
+    rows = np.zeros(info.num_train, np.uint8)  # no images: the stage only counts the rows
+    splits = {"train": data_lib.Split(rows, rows.astype(np.int32))}
     run = Run(
         config,
         workdir,
@@ -191,6 +212,7 @@ def _train(config, workdir, stages, splits, info, mesh, callbacks) -> dict[str, 
     )
     if run.is_main:
         write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+        write_json_atomic(os.path.join(workdir, DATASET_JSON), dataclasses.asdict(info))
         print(
             f"bnnns: {config.dataset} ({info.num_train} train / {info.num_test} test), "
             f"model {config.model.name}, stages {stages}, {jax.device_count()} device(s), "
