@@ -62,19 +62,23 @@ class HeldBackgroundErrors(logging.Filter):
     :mod:`bnnns.train.write_errors` makes it one line. These reports are held back and shown
     (:meth:`release`) only when the run ends otherwise: with a bug, or without an error."""
 
+    LOGGERS = ("absl", "asyncio")  # orbax logs through absl; asyncio its lost futures
+
     def __init__(self) -> None:
         super().__init__()
         self.held: list[logging.LogRecord | str] = []
         self._excepthook = sys.excepthook
 
     def install(self) -> None:
-        logging.getLogger("absl").addFilter(self)
+        for name in self.LOGGERS:
+            logging.getLogger(name).addFilter(self)
         sys.excepthook = self._hook
         threading.excepthook = self._thread_hook
         sys.unraisablehook = self._unraisable_hook
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if f"{os.sep}orbax{os.sep}" in record.pathname and record.levelno >= logging.ERROR:
+        source = record.name == "asyncio" or f"{os.sep}orbax{os.sep}" in record.pathname
+        if source and record.levelno >= logging.ERROR:
             self.held.append(record)
             return False
         return True
@@ -90,18 +94,18 @@ class HeldBackgroundErrors(logging.Filter):
         self.held.append(f"Exception in thread {getattr(args.thread, 'name', '?')}:\n")
         self.held.append("".join(text))
 
-    def _unraisable_hook(self, args) -> None:  # e.g. a callback on a closed event loop
+    def _unraisable_hook(self, args) -> None:  # tensorstore's callbacks on a closed loop
         text = traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)
         self.held.append(f"Exception ignored in: {args.object!r}\n{''.join(text)}")
 
     def release(self) -> None:
-        logger = logging.getLogger("absl")
-        logger.removeFilter(self)
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeFilter(self)
         for item in self.held:
             if isinstance(item, str):
                 print(item, file=sys.stderr, end="")
             else:
-                logger.handle(item)
+                logging.getLogger(item.name).handle(item)
         self.held = []
 
 
@@ -157,12 +161,13 @@ def main(argv):
         if jax.process_index() == 0:
             print(format_summary(summarize_config(FLAGS.config)))
         train_and_evaluate(FLAGS.config, workdir)
-    except UserError as e:
+    except UserError as e:  # its one line says it all: the held reports stay held
         print(f"error: {e}", file=sys.stderr)
-        HELD.held = []
         sys.exit(2)
-    finally:
-        HELD.release()  # none after a user error (its one line says it all)
+    except BaseException:
+        HELD.release()  # a bug: everything orbax and its threads reported, then the traceback
+        raise
+    HELD.release()
 
 
 if __name__ == "__main__":

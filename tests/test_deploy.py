@@ -68,6 +68,10 @@ RANDOM_MODELS = [  # name, kwargs, input shape, weight scale, activation, binari
     ("alexnet_dorefa", {"width": 4}, (64, 64, 3), "layer", "ste_sign", "sign"),
     ("mlp", {"hidden": 12, "depth": 3}, (6, 6, 1), "none", "ste_sign", "sign"),
     ("cnn", {"width": 4}, (8, 8, 1), "layer", "none", "sign"),
+    # LNS models: the artifact holds sign(f_theta(W)) and nothing of the mapping networks
+    ("resnet20", {"width": 4}, (8, 8, 3), "layer", "ste_sign", "lns"),
+    ("birealnet18", {"width": 4}, (32, 32, 3), "channel", "approx_sign", "lns"),
+    ("alexnet_dorefa", {"width": 4}, (64, 64, 3), "layer", "ste_sign", "lns"),  # sign fc layers
 ]
 
 
@@ -83,7 +87,38 @@ def test_artifact_equals_eval_mode_on_random_inputs(
     got = inference.predict(art, images)
     np.testing.assert_array_equal(np.argmax(got, -1), np.argmax(want, -1))
     np.testing.assert_allclose(got, want, atol=LOGIT_ATOL, rtol=1e-5)
+    has_mapping = any(
+        "mapping" in str(k) for k in jax.tree_util.tree_flatten_with_path(variables)[0]
+    )
+    assert has_mapping == (binarizer == "lns")  # the check below can fail for LNS models only
     assert not any("mapping" in k for k in art.arrays)
+
+
+def _eqns(jaxpr):
+    """Every equation of ``jaxpr`` and of the jaxprs nested in it (jit, custom_vjp, ...)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _eqns(inner)
+
+
+def test_deployed_binary_layers_compute_in_int8_with_int32_sums(cnn_artifacts):
+    """§1.7: each binary conv of the deployed CNN is one convolution of int8 operands with int32
+    sums; only its real layers (the stem conv and the head) compute in floating point."""
+    _, _, art = cnn_artifacts["lns"]
+    variables, fn = inference._prepared(art)
+    eqns = list(_eqns(jax.make_jaxpr(fn)(variables, jnp.zeros((2, 8, 8, 1))).jaxpr))
+    ops = [e for e in eqns if e.primitive.name in ("conv_general_dilated", "dot_general")]
+    integer = [
+        e
+        for e in ops
+        if all(v.aval.dtype == jnp.int8 for v in e.invars) and e.outvars[0].aval.dtype == jnp.int32
+    ]
+    assert len(integer) == len(art.header["binary_layers"]) == 3
+    assert len(ops) - len(integer) == 2  # the real stem conv and head dense
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +313,10 @@ def test_export_errors_name_the_problem(tmp_path, capsys):
 
 
 def test_predict_cli_reads_npz_datasets(cnn_artifacts, tmp_path, capsys):
-    _, _, art = cnn_artifacts["sign"]
+    _, _, base = cnn_artifacts["sign"]
+    art = artifact.Artifact(
+        {**base.header, "normalization": {"mean": [0.3], "std": [0.2]}}, base.arrays
+    )
     rng = np.random.default_rng(0)
     x_test = rng.integers(0, 255, (7, 8, 8, 1), dtype=np.uint8)
     y_test = rng.integers(0, 10, 7)
@@ -288,7 +326,9 @@ def test_predict_cli_reads_npz_datasets(cnn_artifacts, tmp_path, capsys):
     artifact.write(art, path)
     assert predict.main([str(path), "--dataset", f"npz:{data}", "--json", "--batch-size", "4"]) == 0
     result = json.loads(capsys.readouterr().out)
-    logits = inference.predict(art, inference.normalize(art, x_test))
+    norm = art.header["normalization"]  # the reference normalises itself, not via predict's path
+    x = (x_test.astype(np.float64) / 255.0 - norm["mean"][0]) / norm["std"][0]
+    logits = inference.predict(art, x.astype(np.float32))
     assert result == {
         "accuracy": pytest.approx(np.mean(np.argmax(logits, -1) == y_test)),
         "count": 7,
