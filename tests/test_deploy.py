@@ -68,10 +68,9 @@ RANDOM_MODELS = [  # name, kwargs, input shape, weight scale, activation, binari
     ("alexnet_dorefa", {"width": 4}, (64, 64, 3), "layer", "ste_sign", "sign"),
     ("mlp", {"hidden": 12, "depth": 3}, (6, 6, 1), "none", "ste_sign", "sign"),
     ("cnn", {"width": 4}, (8, 8, 1), "layer", "none", "sign"),
-    # LNS models: the artifact holds sign(f_theta(W)) and nothing of the mapping networks
+    # LNS: the artifact holds sign(f_theta(W)), nothing of the mapping networks (Bi-Real and
+    # AlexNet LNS cost minutes of CPU here: tests/test_deploy's mnist run exports the CNN's)
     ("resnet20", {"width": 4}, (8, 8, 3), "layer", "ste_sign", "lns"),
-    ("birealnet18", {"width": 4}, (32, 32, 3), "channel", "approx_sign", "lns"),
-    ("alexnet_dorefa", {"width": 4}, (64, 64, 3), "layer", "ste_sign", "lns"),  # sign fc layers
 ]
 
 
@@ -313,26 +312,26 @@ def test_export_errors_name_the_problem(tmp_path, capsys):
 
 
 def test_predict_cli_reads_npz_datasets(cnn_artifacts, tmp_path, capsys):
+    """The labels are the reference's own predictions, on images the test normalises itself
+    with the header's (non-trivial) mean and std: predict must score 1.0, and an input path
+    that normalises otherwise changes some of its 64 predictions."""
     _, _, base = cnn_artifacts["sign"]
     art = artifact.Artifact(
         {**base.header, "normalization": {"mean": [0.3], "std": [0.2]}}, base.arrays
     )
     rng = np.random.default_rng(0)
-    x_test = rng.integers(0, 255, (7, 8, 8, 1), dtype=np.uint8)
-    y_test = rng.integers(0, 10, 7)
+    x_test = rng.integers(0, 255, (64, 8, 8, 1), dtype=np.uint8)
+    x = (x_test.astype(np.float64) / 255.0 - 0.3) / 0.2
+    y_test = np.argmax(inference.predict(art, x.astype(np.float32)), -1)
+    assert len(set(y_test.tolist())) >= 3  # the labels say something about the inputs
     data = tmp_path / "toy.npz"
     np.savez(data, x_train=x_test, y_train=y_test, x_test=x_test, y_test=y_test)
     path = tmp_path / "cnn.bnn"
     artifact.write(art, path)
-    assert predict.main([str(path), "--dataset", f"npz:{data}", "--json", "--batch-size", "4"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    norm = art.header["normalization"]  # the reference normalises itself, not via predict's path
-    x = (x_test.astype(np.float64) / 255.0 - norm["mean"][0]) / norm["std"][0]
-    logits = inference.predict(art, x.astype(np.float32))
-    assert result == {
-        "accuracy": pytest.approx(np.mean(np.argmax(logits, -1) == y_test)),
-        "count": 7,
-    }
+    assert (
+        predict.main([str(path), "--dataset", f"npz:{data}", "--json", "--batch-size", "16"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out) == {"accuracy": 1.0, "count": 64}
     assert predict.main([str(path), "--dataset", "mnist"]) == 2  # 28x28 images, model takes 8x8
     assert "has images of shape (28, 28, 1), the model takes (8, 8, 1)" in capsys.readouterr().err
 

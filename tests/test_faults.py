@@ -285,6 +285,20 @@ def test_rerun_may_change_logging(straight, tmp_path):
     ]
 
 
+def test_rerun_removes_unfinished_saves(straight, tmp_path):
+    """A save cut off by a full disk or a kill leaves ``<step>.orbax-checkpoint-tmp``; a rerun
+    removes it even where it never saves that step again, and keeps every finished one."""
+    workdir = copy_run(straight, tmp_path)
+    stray = workdir / "checkpoints" / "lns" / "17.orbax-checkpoint-tmp"
+    (stray / "state").mkdir(parents=True)
+    (stray / "state" / "half").write_bytes(b"x" * 100)
+    train_and_evaluate(config(), str(workdir))
+    assert not stray.exists()
+    for stage in ("pretrain", "lns"):
+        kept = sorted(p.name for p in (workdir / "checkpoints" / stage).iterdir())
+        assert kept == sorted(p.name for p in (straight / "checkpoints" / stage).iterdir())
+
+
 HOLD_LOCK = textwrap.dedent(
     """
     import sys

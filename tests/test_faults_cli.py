@@ -173,6 +173,7 @@ def test_full_disk_is_one_line_and_the_rerun_resumes(tmp_path):
     assert "checkpoints: pretrain step 2" in line, line
     snapshot = tmp_path / "out" / "snapshot" / "w" / "checkpoints" / "pretrain"
     assert finished_steps(snapshot) == [1, 2]  # nothing saved before was lost
+    assert any("orbax-checkpoint-tmp" in p.name for p in snapshot.iterdir())  # the cut save
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "unusable" not in rerun.stdout  # the kept checkpoints were intact
     ckpt = tmp_path / "out" / "disk" / "w" / "checkpoints" / "pretrain"
