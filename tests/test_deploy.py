@@ -70,7 +70,9 @@ RANDOM_MODELS = [  # name, kwargs, input shape, weight scale, activation, binari
     ("cnn", {"width": 4}, (8, 8, 1), "layer", "none", "sign"),
     # LNS: the artifact holds sign(f_theta(W)), nothing of the mapping networks (Bi-Real and
     # AlexNet LNS cost minutes of CPU here: tests/test_deploy's mnist run exports the CNN's)
-    ("resnet20", {"width": 4}, (8, 8, 3), "layer", "ste_sign", "lns"),
+    pytest.param(
+        "resnet20", {"width": 4}, (8, 8, 3), "layer", "ste_sign", "lns", marks=pytest.mark.slow
+    ),
 ]
 
 

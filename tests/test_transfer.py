@@ -8,6 +8,7 @@ each stage's start (:func:`bnnns.train.resume.start`, which a run calls)."""
 
 import jax
 import numpy as np
+import pytest
 from flax import traverse_util
 from helpers import tiny_config
 
@@ -43,6 +44,7 @@ def randomized(tree, seed, positive=False):
     return treedef.unflatten([draw(a.shape).astype(a.dtype) for a in leaves])
 
 
+@pytest.mark.slow
 def test_pretrained_weights_are_carried_into_finetune_and_lns(tmp_path):
     """Each later stage starts from exactly the pretrained parameters and BatchNorm statistics
     (LNS: plus its fresh mapping networks, after the warm start that moves only them), with a
