@@ -68,6 +68,11 @@ RANDOM_MODELS = [  # name, kwargs, input shape, weight scale, activation, binari
     ("alexnet_dorefa", {"width": 4}, (64, 64, 3), "layer", "ste_sign", "sign"),
     ("mlp", {"hidden": 13, "depth": 3}, (6, 6, 1), "none", "ste_sign", "sign"),
     ("cnn", {"width": 4}, (8, 8, 1), "layer", "none", "sign"),
+    # LNS: the artifact holds sign(f_theta(W)), nothing of the mapping networks (Bi-Real and
+    # AlexNet LNS cost minutes of CPU here: tests/test_deploy's mnist run exports the CNN's)
+    pytest.param(
+        "resnet20", {"width": 4}, (8, 8, 3), "layer", "ste_sign", "lns", marks=pytest.mark.slow
+    ),
 ]
 
 
@@ -83,10 +88,41 @@ def test_artifact_equals_eval_mode_on_random_inputs(
     got = inference.predict(art, images)
     np.testing.assert_array_equal(np.argmax(got, -1), np.argmax(want, -1))
     np.testing.assert_allclose(got, want, atol=LOGIT_ATOL, rtol=1e-5)
+    has_mapping = any(
+        "mapping" in str(k) for k in jax.tree_util.tree_flatten_with_path(variables)[0]
+    )
+    assert has_mapping == (binarizer == "lns")  # the check below can fail for LNS models only
     assert not any("mapping" in k for k in art.arrays)
     if inference.choose_kernel()[0] == "xnor":  # the default path is XNOR-popcount: vs int8
         ref = inference.predict(art, images, kernel="int8")
         np.testing.assert_allclose(got, ref, atol=1e-6, rtol=1e-6)
+
+
+def _eqns(jaxpr):
+    """Every equation of ``jaxpr`` and of the jaxprs nested in it (jit, custom_vjp, ...)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _eqns(inner)
+
+
+def test_deployed_binary_layers_compute_in_int8_with_int32_sums(cnn_artifacts):
+    """§1.7: each binary conv of the deployed CNN is one convolution of int8 operands with int32
+    sums; only its real layers (the stem conv and the head) compute in floating point."""
+    _, _, art = cnn_artifacts["lns"]
+    variables, fn = inference._prepared(art)
+    eqns = list(_eqns(jax.make_jaxpr(fn)(variables, jnp.zeros((2, 8, 8, 1))).jaxpr))
+    ops = [e for e in eqns if e.primitive.name in ("conv_general_dilated", "dot_general")]
+    integer = [
+        e
+        for e in ops
+        if all(v.aval.dtype == jnp.int8 for v in e.invars) and e.outvars[0].aval.dtype == jnp.int32
+    ]
+    assert len(integer) == len(art.header["binary_layers"]) == 3
+    assert len(ops) - len(integer) == 2  # the real stem conv and head dense
 
 
 @pytest.fixture(scope="module")
@@ -282,20 +318,62 @@ def test_export_errors_name_the_problem(tmp_path, capsys):
 
 
 def test_predict_cli_reads_npz_datasets(cnn_artifacts, tmp_path, capsys):
-    _, _, art = cnn_artifacts["sign"]
+    """The labels are the reference's own predictions, on images the test normalises itself
+    with the header's (non-trivial) mean and std: predict must score 1.0, and an input path
+    that normalises otherwise changes some of its 64 predictions."""
+    _, _, base = cnn_artifacts["sign"]
+    art = artifact.Artifact(
+        {**base.header, "normalization": {"mean": [0.3], "std": [0.2]}}, base.arrays
+    )
     rng = np.random.default_rng(0)
-    x_test = rng.integers(0, 255, (7, 8, 8, 1), dtype=np.uint8)
-    y_test = rng.integers(0, 10, 7)
+    x_test = rng.integers(0, 255, (64, 8, 8, 1), dtype=np.uint8)
+    x = (x_test.astype(np.float64) / 255.0 - 0.3) / 0.2
+    y_test = np.argmax(inference.predict(art, x.astype(np.float32)), -1)
+    assert len(set(y_test.tolist())) >= 3  # the labels say something about the inputs
     data = tmp_path / "toy.npz"
     np.savez(data, x_train=x_test, y_train=y_test, x_test=x_test, y_test=y_test)
     path = tmp_path / "cnn.bnn"
     artifact.write(art, path)
-    assert predict.main([str(path), "--dataset", f"npz:{data}", "--json", "--batch-size", "4"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    logits = inference.predict(art, inference.normalize(art, x_test))
-    assert result == {
-        "accuracy": pytest.approx(np.mean(np.argmax(logits, -1) == y_test)),
-        "count": 7,
-    }
+    assert (
+        predict.main([str(path), "--dataset", f"npz:{data}", "--json", "--batch-size", "16"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out) == {"accuracy": 1.0, "count": 64}
     assert predict.main([str(path), "--dataset", "mnist"]) == 2  # 28x28 images, model takes 8x8
     assert "has images of shape (28, 28, 1), the model takes (8, 8, 1)" in capsys.readouterr().err
+
+
+def test_export_needs_only_the_run_directory(tmp_path):
+    """``python -m bnnns.deploy.export RUN_DIR`` after the run's npz has moved away (another
+    machine): it exits 0 and writes the artifact that an export with the data set at hand
+    gives, header (shapes, classes, the data set's normalisation) and arrays alike."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (80, 8, 8), dtype=np.uint8)
+    npz = tmp_path / "tiny.npz"
+    np.savez(
+        npz, x_train=x[:64], y_train=np.arange(64) % 10, x_test=x[64:], y_test=np.arange(16) % 10
+    )
+    config = tiny_config(dataset=f"npz:{npz}", stages="pretrain", batch_size=32, train_subset=0)
+    config.pretrain.epochs = 0.5  # one step
+    run = tmp_path / "run"
+    train_and_evaluate(config, str(run))
+    _, info = load_data(config)
+    state, _ = restore_stage(config, str(run), "pretrain")
+    expected = export.export_state(config, state, info, "pretrain")
+    assert info.mean != (0.0,) and info.num_classes == 10  # the data set's, not defaults
+    npz.rename(tmp_path / "elsewhere.npz")
+    out = tmp_path / "m.bnn"
+    done = subprocess.run(
+        [sys.executable, "-m", "bnnns.deploy.export", str(run), "--out", str(out)],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = artifact.read(out)
+    assert got.header.pop("source")["stage"] == "pretrain"
+    assert got.header == {k: v for k, v in expected.header.items() if k != "source"}
+    assert got.arrays.keys() == expected.arrays.keys()
+    for name, value in expected.arrays.items():
+        np.testing.assert_array_equal(got.arrays[name], value, err_msg=name)

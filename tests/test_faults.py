@@ -268,15 +268,35 @@ def test_rerun_with_another_config_is_refused_before_writing(straight):
 
 
 def test_rerun_may_change_logging(straight, tmp_path):
+    """A rerun of the finished run with other logging fields is accepted and redoes nothing:
+    no record logged again, no checkpoint written, the stored accuracy returned."""
     workdir = copy_run(straight, tmp_path)
+    checkpoints = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*") if p.is_file())
     summary = train_and_evaluate(
         config(log_every_steps=8, eval_batch_size=500, data_threads=0), str(workdir)
     )
     assert json.loads((workdir / "config.json").read_text())["log_every_steps"] == 8
-    assert (
-        summary["test_accuracy"]
-        == json.loads((straight / "summary.json").read_text())["test_accuracy"]
-    )
+    assert (workdir / "metrics.jsonl").read_bytes() == (straight / "metrics.jsonl").read_bytes()
+    now = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*") if p.is_file())
+    assert [p for p in now if "checkpoints" in p] == [p for p in checkpoints if "checkpoints" in p]
+    stored = json.loads((straight / "summary.json").read_text())
+    assert [s["test_accuracy"] for s in summary["stages"]] == [
+        s["test_accuracy"] for s in stored["stages"]
+    ]
+
+
+def test_rerun_removes_unfinished_saves(straight, tmp_path):
+    """A save cut off by a full disk or a kill leaves ``<step>.orbax-checkpoint-tmp``; a rerun
+    removes it even where it never saves that step again, and keeps every finished one."""
+    workdir = copy_run(straight, tmp_path)
+    stray = workdir / "checkpoints" / "lns" / "17.orbax-checkpoint-tmp"
+    (stray / "state").mkdir(parents=True)
+    (stray / "state" / "half").write_bytes(b"x" * 100)
+    train_and_evaluate(config(), str(workdir))
+    assert not stray.exists()
+    for stage in ("pretrain", "lns"):
+        kept = sorted(p.name for p in (workdir / "checkpoints" / stage).iterdir())
+        assert kept == sorted(p.name for p in (straight / "checkpoints" / stage).iterdir())
 
 
 HOLD_LOCK = textwrap.dedent(

@@ -14,6 +14,7 @@ import bnnns
 from bnnns.core.mapping import CONV_IMPLS, ReferenceMappingNet, drop_prenorm_biases
 from bnnns.core.scaling import SCALE_MODES
 from bnnns.nn.layers import collect_aux_loss, drop_sown
+from bnnns.train.default_config import base_config
 
 
 def conv_setup(**kwargs):
@@ -64,18 +65,51 @@ class BinaryLayerTest(chex.TestCase):
             )
 
     def test_classification_gradient_reaches_theta_through_ste(self):
-        """Eq. 19-20 / Algorithm 1 l.10-11: l_cls alone gives dL/dtheta != 0 (D2 identity STE)."""
+        """Eq. 19-20 / Algorithm 1 l.10-11: l_cls alone gives dL/dtheta != 0 (D2 STE)."""
         layer, variables, x = conv_setup(weight_binarizer="lns")
         grads = jax.grad(lambda p: jnp.mean(layer.apply({"params": p}, x) ** 2))(
             variables["params"]
         )
         self.assertGreater(float(jnp.abs(grads["mapping"]["Conv_0"]["kernel"]).sum()), 0)
 
+    @parameterized.parameters("conv", "dense")
+    def test_default_weight_ste_is_d2_clipped_on_q_hat(self, kind):
+        """D2: a layer built with the defaults passes l_cls's gradient to theta only where
+        ``|q^| <= 1`` (Eq. 3's clipped STE on q^), as the trainer's default config does."""
+        layer = bnnns.BinaryConv(6) if kind == "conv" else bnnns.BinaryDense(6)
+        layer = layer.clone(weight_binarizer="lns")
+        x = jax.random.normal(jax.random.key(0), (2, 7, 7, 4) if kind == "conv" else (3, 20))
+        p = drop_sown(layer.init(jax.random.key(1), x))["params"]
+        p = {**p, "mapping": jax.tree.map(lambda a: 2.0 * a, p["mapping"])}  # |q^| around 1
+        target = jax.random.normal(jax.random.key(3), layer.apply({"params": p}, x).shape)
+        grads = jax.grad(lambda p: jnp.mean((layer.apply({"params": p}, x) - target) ** 2))(p)
+        w, scale = p["kernel"], jnp.mean(jnp.abs(p["kernel"]))
+        net = bnnns.MappingNet()
+        q_hat, pullback = jax.vjp(lambda m: net.apply({"params": m}, w), p["mapping"])
+        inside = jnp.abs(q_hat) <= 1.0
+        self.assertTrue(0.05 < float(jnp.mean(inside)) < 0.95)  # the mask matters here
+        plain = bnnns.BinaryConv(6) if kind == "conv" else bnnns.BinaryDense(6)
+        plain = plain.clone(weight_binarizer="real", activation="ste_sign")
+
+        def cls_of_binary(qb):  # the same layer on fixed binary weights s * Q
+            y = plain.apply({"params": {"kernel": qb * scale}}, x)
+            return jnp.mean((y - target) ** 2)
+
+        dl_dq = jax.grad(cls_of_binary)(jnp.where(q_hat >= 0, 1.0, -1.0))
+        (expected,) = pullback(dl_dq * inside)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+            grads["mapping"],
+            expected,
+        )
+        self.assertEqual(base_config().lns.weight_ste, "clipped")  # the trainer's, same default
+
     def test_straight_classification_gradient_to_w(self):
         """D14 "straight": same forward; theta's gradient as through the mapping; W's gradient
         of a classification-like loss is dl/dQ^ times the layer scale (Eq. 3), not J^T dl/dQ^."""
-        layer, variables, x = conv_setup(weight_binarizer="lns")
-        straight, _, _ = conv_setup(weight_binarizer="lns", cls_grad_to_w="straight")
+        ident = {"weight_binarizer": "lns", "weight_ste": "identity"}  # dl/dQ^ unmasked
+        layer, variables, x = conv_setup(**ident)
+        straight, _, _ = conv_setup(**ident, cls_grad_to_w="straight")
         target = jax.random.normal(jax.random.key(3), (2, 7, 7, 6))
 
         def cls_loss(module, p):

@@ -18,7 +18,7 @@ import numpy as np
 from flax import traverse_util
 
 from bnnns.bench.cases import Case, binary_options
-from bnnns.core.estimators import sign, ste_sign
+from bnnns.core.estimators import DEFAULT_WEIGHT_STE, sign, ste_sign
 from bnnns.core.losses import lns_loss
 from bnnns.core.mapping import make_mapping_net
 from bnnns.nn.models import BinaryOptions
@@ -81,7 +81,8 @@ def mapping_grad_fn(net: nn.Module, opts: BinaryOptions) -> Callable[..., Any]:
     cotangent (standing in for the conv's weight gradient); ``theta``, ``kernels`` and
     ``cotangents`` are dicts by layer name.
     """
-    clip = None if opts.weight_ste == "identity" else opts.weight_clip
+    ste = opts.weight_ste or DEFAULT_WEIGHT_STE["lns"]
+    clip = None if ste == "identity" else opts.weight_clip
 
     def loss(theta: Any, kernels: Any, cotangents: Any) -> jax.Array:
         total = jnp.zeros((), jnp.float32)

@@ -10,8 +10,8 @@ Numeric conventions
 | estimator             | at 0 | backward (``g`` = upstream gradient) | used for               |
 |-----------------------|------|--------------------------------------|------------------------|
 | ``sign``              | +1   | none (zero gradient)                 | labels Q~ (Eq. 1)      |
-| ``ste_sign(clip=c)``  | +1   | ``g * 1{|x| <= c}`` (clipped STE)    | activations (D9), Eq. 3|
-| ``ste_sign(None)``    | +1   | ``g`` (identity STE, DoReFa)         | LNS weights (D2)       |
+| ``ste_sign(clip=c)``  | +1   | ``g * 1{|x| <= c}`` (clipped STE)    | acts (D9), q^ (D2)     |
+| ``ste_sign(None)``    | +1   | ``g`` (identity STE, DoReFa)         | sign(W) weights        |
 | ``approx_sign``       | +1   | ``g * max(0, 2 - 2|x|)`` (Bi-Real)   | Bi-Real activations    |
 | ``clip_grad_sign(c)`` | +1   | ``clip(g, -c, c)`` (no mask)         | Eq. 3 as printed (D2)  |
 
@@ -33,7 +33,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-__all__ = ["sign", "ste_sign", "approx_sign", "clip_grad_sign"]
+__all__ = ["DEFAULT_WEIGHT_STE", "sign", "ste_sign", "approx_sign", "clip_grad_sign"]
+
+#: The weight STE of each weight binarizer when a layer or config names none: the one place the
+#: layers (:class:`bnnns.BinaryConv`, ``weight_ste=None``) and the trainer's default config read.
+#: ``"lns"``: D2's clipped STE on ``q^`` (Eq. 3, ``1{|q^| <= clip}``); ``"sign"``: the identity
+#: STE on ``W`` (DoReFa; pretrain and fine-tuning, ``config.binary.weight_ste``).
+DEFAULT_WEIGHT_STE = {"lns": "clipped", "sign": "identity"}
 
 
 def sign(x: jax.Array) -> jax.Array:
@@ -75,7 +81,7 @@ def ste_sign(x: jax.Array, clip: float | None = 1.0) -> jax.Array:
 
     Forward: ``sign(x)`` with ``sign(0) = +1``, values exactly ``±1``, dtype kept.
     Backward: ``g * 1{|x| <= clip}`` (clipped STE, BinaryNet / Larq ``ste_sign``), or ``g``
-    unchanged when ``clip is None`` (identity STE, DoReFa weights, D2).
+    unchanged when ``clip is None`` (identity STE, DoReFa weights).
 
     Args:
       x: input array (any shape, floating dtype).

@@ -145,8 +145,9 @@ def _stages_with_checkpoints(config: ConfigDict, workdir: str) -> list[str]:
 
 def export_run(workdir: str, out: str, stage: str | None = None) -> tuple[int, dict]:
     """Export ``stage`` (default: the last stage of the run with a checkpoint) of a run's
-    workdir to ``out``; returns the file size and the header."""
-    from bnnns.train.train_lib import load_data, restore_stage
+    workdir to ``out``; returns the file size and the header. Needs only the workdir
+    (``config.json``, ``dataset.json``, the checkpoints), never the training data."""
+    from bnnns.train.train_lib import restore_stage, run_info
 
     config_path = os.path.join(workdir, "config.json")
     if not os.path.isfile(config_path):
@@ -160,7 +161,7 @@ def export_run(workdir: str, out: str, stage: str | None = None) -> tuple[int, d
         stage = available[-1]
     elif stage not in available:
         raise FileNotFoundError(f"{workdir!r} has no checkpoint of stage {stage!r}: {available}")
-    _, info = load_data(config)
+    info = run_info(config, workdir)  # from the run directory: the data set is not read
     state, meta = restore_stage(config, workdir, stage)
     history = meta.get("history", [])
     source = {"step": int(state.step), "done": bool(meta.get("done", False))}

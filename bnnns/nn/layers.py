@@ -6,7 +6,8 @@ weights:
 
 - ``weight_binarizer="sign"``: ``Q = sign(W)`` through a straight-through estimator (Eq. 1, 3).
 - ``weight_binarizer="lns"``: ``Q = sign(q^)``, ``q^ = MappingNet(W)`` (Eq. 4; D2), with the
-  identity STE from the layer back to ``q^`` by default (D2). The layer also computes its
+  clipped STE from the layer back to ``q^`` by default (D2: ``1{|q^| <= weight_clip}``,
+  Eq. 3; :data:`bnnns.core.estimators.DEFAULT_WEIGHT_STE`). The layer also computes its
   auxiliary loss ``l~_i`` of Eqs. 15/17 between ``q^`` and the noisy labels ``Q~`` (D1) and
   sows it, with the label agreement, into the ``"lns"`` collection, so a train step forms
   ``L = l_cls + alpha * sum_i l~_i`` (Eq. 21) without knowing the model
@@ -37,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from bnnns.core.binary_ops import int_conv, int_dense, sign_int8
-from bnnns.core.estimators import approx_sign, clip_grad_sign, sign, ste_sign
+from bnnns.core.estimators import DEFAULT_WEIGHT_STE, approx_sign, clip_grad_sign, sign, ste_sign
 from bnnns.core.losses import check_noise_rates, lns_loss, lns_loss_floor
 from bnnns.core.mapping import MAPPING_DTYPES, MAPPING_IMPLS, make_mapping_net
 from bnnns.core.metrics import sign_agreement
@@ -125,7 +126,7 @@ class _BinaryWeights(nn.Module):
     features: int
     weight_binarizer: str = "sign"
     weight_scale: str = "layer"
-    weight_ste: str = "identity"
+    weight_ste: str | None = None
     weight_clip: float = 1.0
     rho_pos: float = 0.005
     rho_neg: float = 0.005
@@ -141,7 +142,7 @@ class _BinaryWeights(nn.Module):
         checks = {
             "weight_binarizer": (self.weight_binarizer, WEIGHT_BINARIZERS),
             "weight_scale": (self.weight_scale, SCALE_MODES),
-            "weight_ste": (self.weight_ste, WEIGHT_STES),
+            "weight_ste": (self.weight_ste, (None, *WEIGHT_STES)),
             "aux_reduction": (self.aux_reduction, REDUCTIONS),
             "labels": (self.labels, LABEL_SOURCES),
             "cls_grad_to_w": (self.cls_grad_to_w, CLS_GRAD_PATHS),
@@ -155,6 +156,11 @@ class _BinaryWeights(nn.Module):
                     f"{type(self).__name__}.{name} must be one of {allowed}, got {value!r}"
                 )
         check_noise_rates(self.rho_pos, self.rho_neg)
+
+    def resolved_weight_ste(self) -> str:
+        """``weight_ste``, or the binarizer's default when None (:data:`DEFAULT_WEIGHT_STE`:
+        ``"clipped"`` for ``"lns"``, D2; ``"identity"`` for ``"sign"``)."""
+        return self.weight_ste or DEFAULT_WEIGHT_STE.get(self.weight_binarizer, "identity")
 
     def binary_kernel(self, kernel: jax.Array) -> jax.Array:
         """``s * Q`` (D8 scale times binary weights), differentiable through the STE; the
@@ -189,9 +195,10 @@ class _BinaryWeights(nn.Module):
         """``sign(x)`` with the weight STE of D2: ``"identity"`` (``g``), ``"clipped"``
         (``g * 1{|x| <= weight_clip}``) or ``"clip_grad"`` (``clip(g, -c, c)``, Eq. 3 as
         printed)."""
-        if self.weight_ste == "clip_grad":
+        ste = self.resolved_weight_ste()
+        if ste == "clip_grad":
             return clip_grad_sign(x, self.weight_clip)
-        return ste_sign(x, None if self.weight_ste == "identity" else self.weight_clip)
+        return ste_sign(x, None if ste == "identity" else self.weight_clip)
 
     def _cls_path(self, mapping: nn.Module, kernel: jax.Array, q_hat: jax.Array) -> jax.Array:
         """What ``sign`` binarizes for the classification loss: ``q^``, whose gradient reaches
@@ -267,8 +274,10 @@ class BinaryConv(_BinaryWeights):
       weight_binarizer: ``"sign"``, ``"lns"`` (D2), ``"real"`` (the float reference: ``W`` as
         it is) or ``"deployed"`` (inference, §1.7).
       weight_scale: ``"none"``, ``"layer"`` or ``"channel"`` (D8).
-      weight_ste: ``"identity"``, ``"clipped"`` (``1{|.| <= weight_clip}``, D2) or
-        ``"clip_grad"`` (the gradient value clipped to ``±weight_clip``, Eq. 3 as printed).
+      weight_ste: ``"clipped"`` (``1{|.| <= weight_clip}``), ``"identity"`` or
+        ``"clip_grad"`` (the gradient value clipped to ``±weight_clip``, Eq. 3 as printed);
+        ``None`` (default): the binarizer's (:data:`bnnns.core.estimators.DEFAULT_WEIGHT_STE`):
+        ``"clipped"`` on ``q^`` for ``"lns"`` (D2), ``"identity"`` on ``W`` for ``"sign"``.
       rho_pos, rho_neg: noise rates of Eqs. 8-9 (D4). aux_reduction: ``"mean"`` (Eq. 16, D3
         default) or ``"sum"`` (Eq. 17). labels: ``"current"`` or ``"pretrained"`` (D1).
       residual_mapping: zero-initialised residual mapping (D6 option).

@@ -197,6 +197,17 @@ class StageCheckpointer:
             multihost_utils.sync_global_devices("bnnns_checkpoint_set_aside_done")
         self._manager.reload()
 
+    def remove_unfinished(self) -> list[str]:
+        """Delete saves that were cut off (a full disk, a kill) before orbax finished them,
+        ``<step>.orbax-checkpoint-tmp*``; returns their names. Process 0 does it; call it only
+        under the workdir's lock: a live run's save in progress looks the same."""
+        if jax.process_index() != 0 or not os.path.isdir(self.directory):
+            return []
+        names = sorted(n for n in os.listdir(self.directory) if ".orbax-checkpoint-tmp" in n)
+        for name in names:
+            shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        return names
+
     def wait(self) -> None:
         self._manager.wait_until_finished()
 

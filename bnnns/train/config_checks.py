@@ -139,6 +139,20 @@ def _unknown(field: str, key: str, known) -> None:
     )
 
 
+def check_field(config: ConfigDict, key: str) -> None:
+    """``key`` (``"lns.alpha"``) names a field of ``config``, as a ``--config.<key>`` flag of
+    ``train.py`` must; else a :class:`ConfigError` with a "did you mean", as for a config
+    file's unknown key."""
+    node, path = config, []
+    for part in key.split("."):
+        if not isinstance(node, _SECTION):
+            raise ConfigError(f"config.{'.'.join(path)} is a value, not a section: no {part!r}")
+        if part not in node:
+            _unknown(".".join([*path, part]), part, list(node.keys()))
+        node = node[part]
+        path.append(part)
+
+
 def _same_kind(field: str, value, default) -> None:
     """``value`` must be of ``default``'s kind: bool, string, number, sequence or section."""
     kinds = (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict
 
+from bnnns.core.estimators import DEFAULT_WEIGHT_STE
+
 __all__ = ["base_config", "imagenet_config", "load_config_file", "optimization"]
 
 
@@ -54,7 +56,7 @@ def base_config() -> ConfigDict:
             # with activation "relu"); the lns stage always binarizes through the mapping (D2)
             "weight_binarizer": "sign",
             "weight_scale": "layer",  # D8: "none" | "layer" | "channel"
-            "weight_ste": "identity",  # STE of sign(W) in pretrain/finetune
+            "weight_ste": DEFAULT_WEIGHT_STE["sign"],  # STE of sign(W) in pretrain/finetune
             "weight_clip": 1.0,
             "activation": "ste_sign",  # D9: "ste_sign" | "approx_sign" | "none" | "relu"
             "act_clip": 1.0,
@@ -70,7 +72,7 @@ def base_config() -> ConfigDict:
             "labels": "current",  # D1: "current" | "pretrained"
             # D2 (revised after measurement, docs/method.md): "clipped" (Eq. 3's STE on q^:
             # the gradient passes where |q^| <= 1) | "identity" (DoReFa; the old default)
-            "weight_ste": "clipped",
+            "weight_ste": DEFAULT_WEIGHT_STE["lns"],  # "clipped", as the layers' default
             "reduction": "mean",  # D3: "mean" (Eq. 16, default) | "sum" (Eq. 17)
             "residual": False,  # D6 option
             # D14: how l_cls's gradient reaches W: "mapping" (chain rule through f_theta) or

@@ -83,8 +83,17 @@ class MetricWriter:
         for name, value in _scalars(record).items():
             if name not in ("step", "epoch") and math.isfinite(value):
                 self._tb.add_scalar(f"{stage}/{name}", value, tb_step)
-        self._tb.flush()
+        self._flush(self._tb.flush)
+
+    def _flush(self, flush) -> None:
+        """TensorBoard's write errors carry no file name: name the events directory."""
+        try:
+            flush()
+        except OSError as e:
+            if e.filename:
+                raise
+            raise OSError(e.errno, e.strerror, os.path.join(self.workdir, "tensorboard")) from e
 
     def close(self) -> None:
         if self._tb is not None:
-            self._tb.close()
+            self._flush(self._tb.close)

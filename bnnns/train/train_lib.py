@@ -44,6 +44,7 @@ from bnnns.train.seeds import train_seeds
 from bnnns.train.stage import Callback, Run, Stage, build_model, lns_lr_scales
 from bnnns.train.steps import TrainState
 from bnnns.train.workdir import WorkdirLock, check_rerun_config, write_json_atomic
+from bnnns.train.write_errors import workdir_write_errors
 
 __all__ = [
     "train_and_evaluate",
@@ -51,6 +52,7 @@ __all__ = [
     "build_model",
     "lns_lr_scales",
     "load_data",
+    "run_info",
     "Callback",
 ]
 
@@ -76,6 +78,23 @@ def _validation_seed(config: ConfigDict) -> int:
     protocol fixes it, so every fine-tuning seed holds out the pretrained BNN's split)."""
     seed = config.get("validation_seed", -1)
     return config.seed if seed == -1 else seed
+
+
+DATASET_JSON = "dataset.json"  # the data set's DatasetInfo, written by every run
+
+
+def run_info(config: ConfigDict, workdir: str) -> data_lib.DatasetInfo:
+    """The data set's metadata of the run in ``workdir`` (shapes, classes, normalisation): from
+    its ``dataset.json``, so that a run is exported or restored without its data (on another
+    machine); a run written before that file existed loads ``config.dataset`` instead."""
+    path = os.path.join(workdir, DATASET_JSON)
+    if not os.path.isfile(path):
+        return load_data(config)[1]
+    with open(path) as f:
+        fields = json.load(f)
+    for key in ("image_shape", "mean", "std"):
+        fields[key] = tuple(fields[key])
+    return data_lib.DatasetInfo(**fields)
 
 
 def _load_pretrained(run: Run, source_workdir: str) -> TrainState:
@@ -108,8 +127,11 @@ def _load_pretrained(run: Run, source_workdir: str) -> TrainState:
 
 
 def restore_stage(config: ConfigDict, workdir: str, stage: str) -> tuple[TrainState, dict]:
-    """The newest checkpoint of ``stage`` in ``workdir`` (state as host arrays, metadata)."""
-    splits, info = load_data(config)
+    """The newest checkpoint of ``stage`` in ``workdir`` (state as host arrays, metadata); reads
+    no data (:func:`run_info`)."""
+    info = run_info(config, workdir)
+    rows = np.zeros(info.num_train, np.uint8)  # no images: the stage only counts the rows
+    splits = {"train": data_lib.Split(rows, rows.astype(np.int32))}
     run = Run(
         config,
         workdir,
@@ -153,15 +175,16 @@ def train_and_evaluate(
     except ValueError as e:
         raise ConfigError(str(e)) from e
     workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    lock = _lock_workdir(workdir)  # a second run on this workdir stops here
-    try:
-        check_rerun_config(config, workdir, stages)  # before anything is written
-        stop = StopRequests(config.get("checkpoint_every_minutes", 0.0))
-        with stop.installed():  # SIGTERM / SIGINT: save this step, raise Preempted
-            return _train(config, workdir, stages, splits, info, mesh, callbacks, stop)
-    finally:
-        lock.release()
+    with workdir_write_errors(workdir):  # full disk, read-only: one line (docs/reliability.md)
+        os.makedirs(workdir, exist_ok=True)
+        lock = _lock_workdir(workdir)  # a second run on this workdir stops here
+        try:
+            check_rerun_config(config, workdir, stages)  # before anything is written
+            stop = StopRequests(config.get("checkpoint_every_minutes", 0.0))
+            with stop.installed():  # SIGTERM / SIGINT: save this step, raise Preempted
+                return _train(config, workdir, stages, splits, info, mesh, callbacks, stop)
+        finally:
+            lock.release()
 
 
 def _lock_workdir(workdir: str) -> WorkdirLock:
@@ -208,6 +231,7 @@ def _train(config, workdir, stages, splits, info, mesh, callbacks, stop) -> dict
     )
     if run.is_main:
         write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+        write_json_atomic(os.path.join(workdir, DATASET_JSON), dataclasses.asdict(info))
         print(
             f"bnnns: {config.dataset} ({info.num_train} train / {info.num_test} test), "
             f"model {config.model.name}, stages {stages}, {jax.device_count()} device(s), "
@@ -220,6 +244,7 @@ def _train(config, workdir, stages, splits, info, mesh, callbacks, stop) -> dict
             if name != "pretrain" and pretrained is None:
                 pretrained = _load_pretrained(run, config.init_from)
             stage = Stage(run, name)
+            stage.checkpointer.remove_unfinished()  # of a run that stopped mid-save
             state, meta = stage.run_stage(pretrained)
             stage.checkpointer.close()
             if name == "pretrain":

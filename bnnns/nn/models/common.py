@@ -22,7 +22,8 @@ class BinaryOptions:
     Attributes mirror :class:`bnnns.BinaryConv`: ``weight_binarizer`` (``"sign"``/``"lns"``,
     D2; ``"real"``: the latent weights as they are, the float reference; ``"deployed"`` for
     inference from an artifact, §1.7), ``weight_scale`` (D8),
-    ``weight_ste`` (D2), ``weight_clip``, ``activation`` and ``act_clip`` (D9),
+    ``weight_ste`` (D2; None: the binarizer's default, clipped for LNS), ``weight_clip``,
+    ``activation`` and ``act_clip`` (D9),
     ``rho_pos``/``rho_neg`` (D4), ``aux_reduction`` (D3), ``labels`` (D1),
     ``residual_mapping`` (D6), ``cls_grad_to_w`` (D14),
     ``mapping_dtype`` (the mapping networks' compute dtype), ``mapping_impl`` (their
@@ -32,7 +33,7 @@ class BinaryOptions:
 
     weight_binarizer: str = "sign"
     weight_scale: str = "layer"
-    weight_ste: str = "identity"
+    weight_ste: str | None = None
     weight_clip: float = 1.0
     activation: str = "ste_sign"
     act_clip: float = 1.0
