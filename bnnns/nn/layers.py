@@ -19,9 +19,12 @@ weights:
   ``"binary"/"scale"``) come from an exported artifact (:mod:`bnnns.deploy.export`), and the layer
   computes ``s * (sign(X) ⊛ Q)`` exactly in integer arithmetic (:mod:`bnnns.core.binary_ops`).
 
-Every binary layer sows its binary weights ``sign(.)`` (int8) into ``"binary_weights"``; sow
-is a no-op unless that collection is mutable, so this costs nothing in the train step and
-serves export and the flip-rate metric (D12).
+Every binary layer sows its binary weights ``sign(.)`` (int8) into ``"binary_weights"`` under
+``"kernel_sign"`` (not ``"kernel"``: Flax NNX's bridge flattens all collections into one
+namespace, where it would clash with the param); sow is a no-op unless that collection is
+mutable, so this costs nothing in the train step and serves export and the flip-rate metric
+(D12). Each sown value replaces the one before (a 1-tuple, never a growing one), so variables
+that still hold what ``init`` sowed, as ``nnx.bridge.ToNNX`` keeps them, give the same sums.
 """
 
 from __future__ import annotations
@@ -75,6 +78,12 @@ def binarize_activations(x: jax.Array, estimator: str, clip: float = 1.0) -> jax
 
 
 SOWN_COLLECTIONS = ("lns", "binary_weights")
+BINARY_WEIGHTS_KEY = "kernel_sign"  # the sown name of Q in "binary_weights"
+
+
+def _replace(_: tuple, value: Any) -> tuple:
+    """``sow``'s reduce: keep only the latest value (a 1-tuple)."""
+    return (value,)
 
 
 def drop_sown(variables: Any) -> dict:
@@ -165,12 +174,15 @@ class _BinaryWeights(nn.Module):
             q_hat = mapping(kernel)  # Eq. 4
             q_tilde = self._noisy_labels(kernel)
             aux = lns_loss(q_hat, q_tilde, self.rho_pos, self.rho_neg, self.aux_reduction)
-            self.sow("lns", "aux_loss", aux)  # Eq. 15 / 16 (D3)
+            self.sow("lns", "aux_loss", aux, reduce_fn=_replace)  # Eq. 15 / 16 (D3)
             floor = lns_loss_floor(q_tilde, self.rho_pos, self.rho_neg, self.aux_reduction)
-            self.sow("lns", "aux_floor", floor)  # min of aux_loss: aux - floor is the excess
-            self.sow("lns", "label_agreement", sign_agreement(q_hat, q_tilde))
+            # min of aux_loss: aux - floor is the excess
+            self.sow("lns", "aux_floor", floor, reduce_fn=_replace)
+            agreement = sign_agreement(q_hat, q_tilde)
+            self.sow("lns", "label_agreement", agreement, reduce_fn=_replace)
             binary = ste_sign(self._cls_path(mapping, kernel, q_hat), clip)  # D2
-        self.sow("binary_weights", "kernel", binary.astype(jnp.int8))
+        q = binary.astype(jnp.int8)
+        self.sow("binary_weights", BINARY_WEIGHTS_KEY, q, reduce_fn=_replace)
         return binary * scale.astype(binary.dtype)
 
     def _cls_path(self, mapping: nn.Module, kernel: jax.Array, q_hat: jax.Array) -> jax.Array:
@@ -204,7 +216,7 @@ class _BinaryWeights(nn.Module):
         channel = self.weight_scale == "channel"
         scale_shape = (1,) * (len(shape) - 1) + (shape[-1],) if channel else ()
         scale = self.variable("binary", "scale", jnp.ones, scale_shape, jnp.float32).value
-        self.sow("binary_weights", "kernel", bits)
+        self.sow("binary_weights", BINARY_WEIGHTS_KEY, bits, reduce_fn=_replace)
         dtype = self.dtype or x.dtype
         if self.activation == "none":
             if accumulate:
