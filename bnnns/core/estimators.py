@@ -202,8 +202,8 @@ def _ede_fwd(x, t, k):
 
 def _ede_bwd(res, g):
     x, t, k = res
-    tanh = jnp.tanh(t * x.astype(jnp.float32))
-    grad = (k * t * (1 - tanh * tanh)).astype(g.dtype)
+    sech = 1 / jnp.cosh(t * x.astype(jnp.float32))  # 1 - tanh^2 without the cancellation
+    grad = (k * t * sech * sech).astype(g.dtype)
     return g * grad, jnp.zeros_like(t), jnp.zeros_like(k)
 
 
