@@ -21,7 +21,7 @@ OPTIONS = st.fixed_dictionaries(
         "weight_binarizer": st.sampled_from(["sign", "lns", "real"]),
         "weight_scale": st.sampled_from(["none", "layer", "channel"]),
         "weight_ste": st.sampled_from(["identity", "clipped"]),
-        "activation": st.sampled_from(["ste_sign", "approx_sign", "none"]),
+        "activation": st.sampled_from(["ste_sign", "approx_sign", "swish_sign", "rsign", "none"]),
         "cls_grad_to_w": st.sampled_from(["mapping", "straight"]),
         "labels": st.sampled_from(["current", "pretrained"]),
         "residual_mapping": st.booleans(),
@@ -64,6 +64,8 @@ def _pair(shape, options, seed=0):
             keys = iter(jax.random.split(jax.random.key(seed + 1), 16))
             noise = lambda p: jax.random.normal(next(keys), p.shape) * 0.3
             nnx.update(layer.mapping, jax.tree.map(noise, params))
+        if options["activation"] == "rsign":
+            layer.act_threshold[...] = jax.random.normal(jax.random.key(seed + 3), (shape["c_in"],))
         return layer
 
     return build(), twin, jax.random.normal(jax.random.key(seed + 2), x_shape)

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from bnnns.core.binary_ops import int_conv, int_dense, sign_int8
-from bnnns.core.estimators import approx_sign, sign, ste_sign
+from bnnns.core.estimators import approx_sign, rsign, sign, ste_sign, swish_sign
 from bnnns.core.losses import check_noise_rates, lns_loss, lns_loss_floor
 from bnnns.core.mapping import MAPPING_DTYPES, MAPPING_IMPLS, make_mapping_net
 from bnnns.core.metrics import sign_agreement
@@ -57,19 +57,30 @@ __all__ = [
 ]
 
 WEIGHT_BINARIZERS = ("sign", "lns", "real", "deployed")
-ACTIVATION_ESTIMATORS = ("ste_sign", "approx_sign", "none")
+ACTIVATION_ESTIMATORS = ("ste_sign", "approx_sign", "swish_sign", "rsign", "none")
+SWISH_BETA = 5.0  # SwishSign's beta for activation="swish_sign" (Larq's default)
 WEIGHT_STES = ("identity", "clipped")
 LABEL_SOURCES = ("current", "pretrained")
 REDUCTIONS = ("sum", "mean")
 CLS_GRAD_PATHS = ("mapping", "straight")
 
 
-def binarize_activations(x: jax.Array, estimator: str, clip: float = 1.0) -> jax.Array:
-    """``B = sign(X)`` with the chosen estimator (Eq. 2; D9); ``"none"`` leaves X real."""
+def binarize_activations(
+    x: jax.Array, estimator: str, clip: float = 1.0, threshold: jax.Array | None = None
+) -> jax.Array:
+    """``B = sign(X)`` with the chosen estimator (Eq. 2; D9); ``"none"`` leaves X real.
+    ``"rsign"`` is ``sign(X - threshold)`` (ReActNet; the layer's learnable per-channel
+    ``act_threshold``)."""
     if estimator == "ste_sign":
         return ste_sign(x, clip)
     if estimator == "approx_sign":
         return approx_sign(x)
+    if estimator == "swish_sign":
+        return swish_sign(x, SWISH_BETA)
+    if estimator == "rsign":
+        if threshold is None:
+            raise ValueError("activation 'rsign' needs its threshold (the layer's act_threshold)")
+        return rsign(x, threshold)
     if estimator == "none":
         return x
     raise ValueError(
@@ -212,6 +223,8 @@ class _BinaryWeights(nn.Module):
         (:mod:`bnnns.core.binary_ops`).
         """
         self._check()
+        if self.activation == "rsign":
+            raise ValueError(f"{type(self).__name__}: activation 'rsign' has no deployed form yet")
         bits = self.variable("binary", "bits", jnp.ones, shape, jnp.int8).value
         channel = self.weight_scale == "channel"
         scale_shape = (1,) * (len(shape) - 1) + (shape[-1],) if channel else ()
@@ -226,6 +239,14 @@ class _BinaryWeights(nn.Module):
         if accumulate:
             return acc, scale
         return (acc.astype(jnp.float32) * scale).astype(dtype)
+
+    def activations(self, x: jax.Array) -> jax.Array:
+        """``B`` of Eq. 2 by ``self.activation``; ``"rsign"`` learns ``act_threshold`` (C,)."""
+        threshold = None
+        if self.activation == "rsign":
+            shape = (x.shape[-1],)
+            threshold = self.param("act_threshold", nn.initializers.zeros, shape, jnp.float32)
+        return binarize_activations(x, self.activation, self.act_clip, threshold)
 
     def _noisy_labels(self, kernel: jax.Array) -> jax.Array:
         """``Q~`` of D1: ``sign(W)`` now (stop-gradient) or frozen signs of the initial W."""
@@ -243,7 +264,9 @@ class BinaryConv(_BinaryWeights):
       kernel_size: ``(kh, kw)``.
       strides: ``(sh, sw)``.
       padding: ``"SAME"``, ``"VALID"`` or explicit pairs, as in ``lax.conv_general_dilated``.
-      activation: ``"ste_sign"`` (clipped STE, D9), ``"approx_sign"`` (Bi-Real) or ``"none"``.
+      activation: ``"ste_sign"`` (clipped STE, D9), ``"approx_sign"`` (Bi-Real),
+        ``"swish_sign"`` (Larq's SwishSign, beta 5), ``"rsign"`` (ReActNet: a learnable
+        per-channel threshold, param ``act_threshold``; not deployable yet) or ``"none"``.
       act_clip: clip range of the activation STE.
       feature_group_count: grouped convolution (AlexNet's two-group convs, §6.2).
       weight_binarizer: ``"sign"``, ``"lns"`` (D2), ``"real"`` (the float reference: ``W`` as
@@ -301,8 +324,7 @@ class BinaryConv(_BinaryWeights):
         kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
         dtype = self.dtype or x.dtype
         w = self.binary_kernel(kernel).astype(dtype)
-        xb = binarize_activations(x.astype(dtype), self.activation, self.act_clip)
-        return conv(xb, w)
+        return conv(self.activations(x.astype(dtype)), w)
 
 
 class BinaryDense(_BinaryWeights):
@@ -332,5 +354,4 @@ class BinaryDense(_BinaryWeights):
         kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
         dtype = self.dtype or x.dtype
         w = self.binary_kernel(kernel).astype(dtype)
-        xb = binarize_activations(x.astype(dtype), self.activation, self.act_clip)
-        return xb @ w
+        return self.activations(x.astype(dtype)) @ w

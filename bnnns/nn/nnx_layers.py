@@ -215,12 +215,20 @@ class MappingNet(nnx.Module):
         return filters_to_kernel(out, kernel.ndim).astype(kernel.dtype)
 
 
+_OPTIONS = (
+    *("weight_binarizer", "weight_scale", "weight_ste", "weight_clip", "activation", "act_clip"),
+    *("rho_pos", "rho_neg", "aux_reduction", "labels", "residual_mapping", "cls_grad_to_w"),
+    *("mapping_dtype", "mapping_impl", "dtype"),
+)
+
+
 class _BinaryLayer(nnx.Module):
     """Weight binarization shared by :class:`BinaryConv` and :class:`BinaryDense` (Eqs. 2-4)."""
 
     def __init__(
         self,
         shape: tuple[int, ...],
+        in_features: int,
         *,
         weight_binarizer: str = "sign",
         weight_scale: str = "layer",
@@ -240,22 +248,7 @@ class _BinaryLayer(nnx.Module):
         dtype: Any = None,
         rngs: nnx.Rngs,
     ):
-        options = dict(
-            weight_binarizer=weight_binarizer,
-            weight_scale=weight_scale,
-            weight_ste=weight_ste,
-            weight_clip=weight_clip,
-            activation=activation,
-            act_clip=act_clip,
-            rho_pos=rho_pos,
-            rho_neg=rho_neg,
-            aux_reduction=aux_reduction,
-            labels=labels,
-            cls_grad_to_w=cls_grad_to_w,
-            mapping_dtype=mapping_dtype,
-            mapping_impl=mapping_impl,
-            dtype=dtype,
-        )
+        options = {k: v for k, v in locals().items() if k in _OPTIONS}  # the linen fields
         _check(type(self).__name__, **options)
         for name, value in options.items():  # static attributes, as the linen fields
             setattr(self, name, value)
@@ -278,6 +271,10 @@ class _BinaryLayer(nnx.Module):
                 self.q_tilde = LNSLabels(sign(self.kernel[...]).astype(jnp.int8))
         if weight_binarizer != "real":
             self.kernel_sign = BinaryWeights(jnp.zeros(shape, jnp.int8))
+        if activation == "rsign":  # ReActNet's learnable per-channel threshold
+            if weight_binarizer == "deployed":
+                raise ValueError(f"{type(self).__name__}: 'rsign' has no deployed form yet")
+            self.act_threshold = nnx.Param(jnp.zeros((in_features,), jnp.float32))
 
     def binary_kernel(self) -> jax.Array:
         """``s * Q`` through the STE (D8, D2); the latent ``W`` for ``"real"``."""
@@ -311,7 +308,9 @@ class _BinaryLayer(nnx.Module):
         dtype = self.dtype or x.dtype
         if self.weight_binarizer != "deployed":
             w = self.binary_kernel().astype(dtype)
-            return op(binarize_activations(x.astype(dtype), self.activation, self.act_clip), w)
+            threshold = self.act_threshold[...] if self.activation == "rsign" else None
+            xb = binarize_activations(x.astype(dtype), self.activation, self.act_clip, threshold)
+            return op(xb, w)
         bits, scale = self.bits[...], self.scale[...]
         self.kernel_sign[...] = bits
         if self.activation == "none":
@@ -352,7 +351,7 @@ class BinaryConv(_BinaryLayer):
     ):
         kh, kw = kernel_size
         shape = (kh, kw, in_features // feature_group_count, out_features)
-        super().__init__(shape, kernel_init=kernel_init, rngs=rngs, **options)
+        super().__init__(shape, in_features, kernel_init=kernel_init, rngs=rngs, **options)
         self.strides, self.padding = tuple(strides), padding
         self.feature_group_count = feature_group_count
 
@@ -391,7 +390,8 @@ class BinaryDense(_BinaryLayer):
         rngs: nnx.Rngs,
         **options: Any,
     ):
-        super().__init__((in_features, out_features), kernel_init=kernel_init, rngs=rngs, **options)
+        shape = (in_features, out_features)
+        super().__init__(shape, in_features, kernel_init=kernel_init, rngs=rngs, **options)
 
     def __call__(self, x: jax.Array, accumulate: bool = False) -> Any:
         return self.forward(x, jnp.matmul, int_dense, accumulate)
