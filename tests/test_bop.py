@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 from absl.testing import parameterized
+from helpers import tiny_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -19,7 +20,6 @@ from bnnns.errors import ConfigError
 from bnnns.train.bop import binary_kernel_pattern, bop, bop_labels, with_bop
 from bnnns.train.config_checks import validate_config
 from bnnns.train.optim import make_optimizer
-from tests.helpers import tiny_config
 
 values = st.floats(-1.0, 1.0, allow_nan=False, allow_subnormal=False, width=32)
 signs = hnp.arrays(np.float32, (6,), elements=st.sampled_from([-1.0, 1.0]))

@@ -84,3 +84,28 @@ class MoreEstimatorsTest(chex.TestCase):
     def test_bad_beta_is_refused(self):
         with pytest.raises(ValueError, match="beta must be > 0"):
             swish_sign(jnp.ones(2), 0.0)
+
+
+def test_layers_select_the_new_activation_estimators_by_name():
+    from helpers import tiny_config
+
+    import bnnns
+    from bnnns.errors import ConfigError
+    from bnnns.train.config_checks import validate_config
+
+    x = jax.random.normal(jax.random.key(0), (4, 3))
+    layer = bnnns.BinaryDense(2, weight_binarizer="real", activation="rsign")
+    variables = jax.jit(layer.init)(jax.random.key(1), x)
+    variables["params"]["act_threshold"] = jnp.array([0.3, -0.2, 0.0])
+    w, a = variables["params"]["kernel"], variables["params"]["act_threshold"]
+    np.testing.assert_allclose(layer.apply(variables, x), rsign(x, a) @ w, rtol=1e-6)
+    swish = bnnns.BinaryDense(2, weight_binarizer="real", activation="swish_sign")
+    grad = jax.grad(lambda x: jnp.sum(swish.apply({"params": {"kernel": w}}, x)))(x)
+    want = jax.grad(lambda x: jnp.sum(swish_sign(x, 5.0) @ w))(x)
+    np.testing.assert_allclose(grad, want, rtol=1e-6)
+    deployed = bnnns.BinaryDense(2, weight_binarizer="deployed", activation="rsign")
+    with pytest.raises(ValueError, match="'rsign' has no deployed form"):
+        deployed.init(jax.random.key(0), x)
+    validate_config(tiny_config(**{"binary.activation": "swish_sign"}))
+    with pytest.raises(ConfigError, match="binary.activation"):
+        validate_config(tiny_config(**{"binary.activation": "ede"}))
