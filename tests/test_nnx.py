@@ -29,6 +29,10 @@ OPTIONS = st.fixed_dictionaries(
         "aux_reduction": st.sampled_from(["mean", "sum"]),
     }
 )
+OPTIONS_ORDER = (
+    *("weight_binarizer", "weight_scale", "weight_ste", "activation", "cls_grad_to_w"),
+    *("labels", "residual_mapping", "mapping_impl", "aux_reduction"),
+)
 SHAPES = st.fixed_dictionaries(
     {
         "kind": st.sampled_from(["conv", "dense"]),
@@ -90,9 +94,60 @@ def _nnx_loss(layer, x, r):
     return (value, y), grads.to_pure_dict()
 
 
-@settings(max_examples=5)
+CASES = [  # every LNS switch once, besides the drawn examples
+    (
+        "conv",
+        "lns",
+        "channel",
+        "clipped",
+        "rsign",
+        "straight",
+        "pretrained",
+        True,
+        "reference",
+        "sum",
+    ),
+    (
+        "dense",
+        "lns",
+        "layer",
+        "identity",
+        "swish_sign",
+        "mapping",
+        "current",
+        False,
+        "auto",
+        "mean",
+    ),
+    (
+        "conv",
+        "sign",
+        "channel",
+        "clipped",
+        "approx_sign",
+        "mapping",
+        "current",
+        False,
+        "auto",
+        "mean",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_nnx_layers_equal_linen_on_each_switch(case):
+    kind, *values = case
+    shape = {"kind": kind, "c_in": 2, "c_out": 3, "size": 3, "ksize": 3, "stride": 1}
+    _check_equal(shape, dict(zip(OPTIONS_ORDER, values, strict=True)))
+
+
+@settings(max_examples=4)
 @given(SHAPES, OPTIONS)
 def test_nnx_layers_equal_linen_outputs_aux_losses_and_gradients(shape, options):
+    _check_equal(shape, options)
+
+
+def _check_equal(shape, options):
     layer, twin, x = _pair(shape, options)
     variables = bnx.to_linen_variables(layer)
     out = jax.eval_shape(twin.apply, variables, x)
