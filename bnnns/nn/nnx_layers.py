@@ -331,9 +331,9 @@ class BinaryConv(_BinaryLayer):
     Example:
         >>> import jax.numpy as jnp, bnnns
         >>> from flax import nnx
-        >>> layer = bnnns.nnx.BinaryConv(4, 8, weight_binarizer="lns", rngs=nnx.Rngs(0))
+        >>> layer = bnnns.nnx.BinaryConv(4, 8, strides=(2, 2), rngs=nnx.Rngs(0))
         >>> layer(jnp.ones((2, 5, 5, 4))).shape
-        (2, 5, 5, 8)
+        (2, 3, 3, 8)
     """
 
     def __init__(
