@@ -101,7 +101,7 @@ def drop_sown(variables: Any) -> dict:
     """Remove the sown collections (:data:`SOWN_COLLECTIONS`) that ``Module.init`` returns.
 
     ``init`` runs with every collection mutable, so it hands back one sown ``aux_loss`` per
-    layer; passing those to ``apply`` would append to them. Keep only the real state.
+    layer; those are outputs, not state (``apply`` replaces them). Keep only the real state.
 
     Example:
         >>> import jax, jax.numpy as jnp, bnnns
