@@ -5,6 +5,7 @@ plain functions of arrays (estimators, losses, the mapping network, metrics), :m
 the Flax layers and models that compose it, :mod:`bnnns.data` the input, :mod:`bnnns.train`
 the trainer (a library: :func:`bnnns.train.train_lib.train_and_evaluate`), :mod:`bnnns.deploy`
 export and exact integer inference, and :mod:`bnnns.bench` / :mod:`bnnns.experiments` the tools.
+:mod:`bnnns.nnx` holds the Flax NNX layers (loaded on first use).
 """
 
 import importlib as _importlib
@@ -43,6 +44,6 @@ __all__ = [
 
 def __getattr__(name: str):
     """``bnnns.layers``, ``bnnns.train_lib``, ...: the modules under their old names."""
-    if f"bnnns.{name}" in _compat.MOVED:
+    if f"bnnns.{name}" in _compat.MOVED or name == "nnx":  # nnx: imports flax.nnx on first use
         return _importlib.import_module(f"bnnns.{name}")
     raise AttributeError(f"module 'bnnns' has no attribute {name!r}")

@@ -24,7 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "bench": {"core", "nn", "data", "train", "deploy"},
     "experiments": {"core", "nn", "data", "train", "deploy"},
     # the package itself: the public API and the aliases of the old module paths
-    "bnnns": {"core", "nn", "_compat"},
+    "bnnns": {"core", "nn", "_compat", "nnx"},
+    "nnx": {"nn"},  # bnnns.nnx: the NNX layers under one name
     "_compat": set(),
     "errors": set(),
 }

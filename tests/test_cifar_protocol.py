@@ -76,7 +76,7 @@ def test_float_reference_layer_is_relu_then_a_real_conv():
     chex.assert_trees_all_close(y, expected, atol=1e-5)
     # its "binary weights" are sign(W), so a float run still reports a flip rate
     chex.assert_trees_all_equal(
-        cols["binary_weights"]["kernel"][0], bnnns.sign(kernel).astype(jnp.int8)
+        cols["binary_weights"]["kernel_sign"][0], bnnns.sign(kernel).astype(jnp.int8)
     )
 
 

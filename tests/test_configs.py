@@ -177,7 +177,7 @@ BAD = [
         "checkpoint",
     ),
     ({"stages": "pretrain,warmup"}, "config.stages", "distinct stages"),
-    ({"pretrain.optimizer": "lamb"}, "config.pretrain.optimizer='lamb'", "('sgd', 'adam')"),
+    ({"pretrain.optimizer": "lamb"}, "config.pretrain.optimizer='lamb'", "('sgd', 'adam', 'bop')"),
     ({"lns.labels": "clean"}, "config.lns.labels='clean'", "current"),
     ({"binary.weight_scale": "filter"}, "config.binary.weight_scale='filter'", "channel"),
     ({"batch_size": 0}, "config.batch_size=0", ">= 1"),

@@ -39,7 +39,7 @@ class BinaryLayerTest(chex.TestCase):
     def test_binary_weights_are_exported(self):
         layer, variables, x = conv_setup(weight_binarizer="lns")
         _, cols = layer.apply(variables, x, mutable=["binary_weights"])
-        q = cols["binary_weights"]["kernel"][0]
+        q = cols["binary_weights"]["kernel_sign"][0]
         self.assertEqual(q.dtype, jnp.int8)
         self.assertEqual(set(np.unique(np.asarray(q))) <= {-1, 1}, True)
         q_hat = bnnns.MappingNet().apply(

@@ -14,8 +14,21 @@ Numeric conventions
 | ``ste_sign(None)``    | +1   | ``g`` (identity STE, DoReFa)         | sign(W) weights        |
 | ``approx_sign``       | +1   | ``g * max(0, 2 - 2|x|)`` (Bi-Real)   | Bi-Real activations    |
 | ``clip_grad_sign(c)`` | +1   | ``clip(g, -c, c)`` (no mask)         | Eq. 3 as printed (D2)  |
+| ``swish_sign(b)``     | +1   | ``g * b(2 - bx tanh(bx/2))/(1+cosh(bx))`` | Larq SwishSign |
+| ``ede_sign(x, t, k)`` | +1   | ``g * k t (1 - tanh^2(t x))``        | IR-Net EDE             |
+| ``rsign(x, a)``       | +1 at a | approx_sign's at ``x - a``; ``a``: minus it | ReActNet |
 
-All forward values are ``sign(x)``, exactly ``±1`` in the dtype of ``x``.
+All forward values are ``sign(x)`` (``sign(x - a)`` for ``rsign``), exactly ``±1`` in the
+dtype of ``x``.
+
+SwishSign (Darabi et al. 2018, Larq's ``SwishSign``, default ``beta = 5``): the gradient is the
+derivative of ``2 sigmoid(bx) (1 + bx (1 - sigmoid(bx))) - 1``: ``beta`` at 0, negative for
+``|x| > 2.4 / beta`` (then decaying to 0). EDE (IR-Net, Qin et al. CVPR 2020): the
+derivative of ``k tanh(t x)``, with ``t`` and ``k`` moved over training by
+:func:`ede_schedule` (``t = T_min 10^(i/N log10(T_max/T_min))``, ``k = max(1/t, 1)``,
+``T_min = 0.1``, ``T_max = 10``): from an identity-like STE to the sign. RSign (ReActNet, Liu
+et al. ECCV 2020): ``sign(x - alpha)`` with a learnable per-channel threshold ``alpha`` (the last
+axis), through ``approx_sign``'s surrogate.
 
 Scale (D8, :func:`bnnns.weight_scale`): ``"layer"`` = one stop-gradient ``mean|W|`` per layer
 (DoReFa/CIFAR), ``"channel"`` = one per output channel (Bi-Real), ``"none"`` = 1.
@@ -33,7 +46,17 @@ import functools
 import jax
 import jax.numpy as jnp
 
-__all__ = ["DEFAULT_WEIGHT_STE", "sign", "ste_sign", "approx_sign", "clip_grad_sign"]
+__all__ = [
+    "DEFAULT_WEIGHT_STE",
+    "sign",
+    "ste_sign",
+    "approx_sign",
+    "clip_grad_sign",
+    "swish_sign",
+    "ede_sign",
+    "ede_schedule",
+    "rsign",
+]
 
 #: The weight STE of each weight binarizer when a layer or config names none: the one place the
 #: layers (:class:`bnnns.BinaryConv`, ``weight_ste=None``) and the trainer's default config read.
@@ -169,3 +192,106 @@ def clip_grad_sign(x: jax.Array, clip: float = 1.0) -> jax.Array:
     if not clip > 0:
         raise ValueError(f"clip_grad_sign: clip must be a positive number, got {clip!r}")
     return _clip_grad_sign(jnp.asarray(x), clip)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _swish_sign(x: jax.Array, beta: float) -> jax.Array:
+    return sign(x)
+
+
+def _swish_sign_fwd(x, beta):
+    return sign(x), x
+
+
+def _swish_sign_bwd(beta, x, g):
+    bx = beta * x.astype(jnp.float32)
+    grad = beta * (2 - bx * jnp.tanh(bx / 2)) / (1 + jnp.cosh(bx))
+    return ((g * grad.astype(g.dtype)),)
+
+
+_swish_sign.defvjp(_swish_sign_fwd, _swish_sign_bwd)
+
+
+def swish_sign(x: jax.Array, beta: float = 5.0) -> jax.Array:
+    """Larq's SwishSign (Darabi et al. 2018): ``sign(x)`` forward; backward
+    ``g * beta (2 - beta x tanh(beta x / 2)) / (1 + cosh(beta x))``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, bnnns
+        >>> x = jnp.array([-1.0, 0.0, 0.5])
+        >>> bnnns.estimators.swish_sign(x).tolist()
+        [-1.0, 1.0, 1.0]
+        >>> g = jax.grad(lambda x: bnnns.estimators.swish_sign(x).sum())(x)
+        >>> [round(float(v), 4) for v in g]
+        [-0.195, 5.0, -0.0846]
+    """
+    beta = float(beta)
+    if not beta > 0:
+        raise ValueError(f"swish_sign: beta must be > 0, got {beta!r}")
+    return _swish_sign(jnp.asarray(x), beta)
+
+
+@jax.custom_vjp
+def ede_sign(x: jax.Array, t: jax.Array, k: jax.Array) -> jax.Array:
+    """IR-Net's Error Decay Estimator (Qin et al. 2020): ``sign(x)`` forward; backward
+    ``g * k t (1 - tanh^2(t x))``, the derivative of ``k tanh(t x)``; ``t``, ``k`` from
+    :func:`ede_schedule` (they get no gradient).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, bnnns
+        >>> x = jnp.array([-0.5, 0.0, 2.0])
+        >>> t, k = bnnns.estimators.ede_schedule(1.0)  # the end of training: t = 10, k = 1
+        >>> g = jax.grad(lambda x: bnnns.estimators.ede_sign(x, t, k).sum())(x)
+        >>> [round(float(v), 4) for v in g]
+        [0.0018, 10.0, 0.0]
+    """
+    return sign(x)
+
+
+def _ede_fwd(x, t, k):
+    return sign(x), (x, t, k)
+
+
+def _ede_bwd(res, g):
+    x, t, k = res
+    sech = 1 / jnp.cosh(t * x.astype(jnp.float32))  # 1 - tanh^2 without the cancellation
+    grad = (k * t * sech * sech).astype(g.dtype)
+    return g * grad, jnp.zeros_like(t), jnp.zeros_like(k)
+
+
+ede_sign.defvjp(_ede_fwd, _ede_bwd)
+
+
+def ede_schedule(
+    progress: jax.Array | float, t_min: float = 0.1, t_max: float = 10.0
+) -> tuple[jax.Array, jax.Array]:
+    """IR-Net's ``(t, k)`` at ``progress = i / N`` of training (epoch ``i`` of ``N``):
+    ``t = t_min 10^(progress log10(t_max / t_min))``, ``k = max(1 / t, 1)``.
+
+    Example:
+        >>> import bnnns
+        >>> schedule = bnnns.estimators.ede_schedule
+        >>> [tuple(round(float(v), 3) for v in schedule(p)) for p in (0, 0.5, 1)]
+        [(0.1, 10.0), (1.0, 1.0), (10.0, 1.0)]
+    """
+    p = jnp.clip(jnp.asarray(progress, jnp.float32), 0.0, 1.0)
+    t = t_min * 10.0 ** (p * jnp.log10(t_max / t_min))
+    return t, jnp.maximum(1.0 / t, 1.0)
+
+
+def rsign(x: jax.Array, threshold: jax.Array) -> jax.Array:
+    """ReActNet's RSign (Liu et al. 2020): ``sign(x - threshold)`` (``+1`` at
+    ``x = threshold``, D10) with a learnable ``threshold`` that broadcasts against ``x`` (one per
+    channel: shape ``(C,)``), through :func:`approx_sign`: ``d/dx = max(0, 2 - 2|x - a|)`` and
+    ``d/da = -`` that, summed over the broadcast axes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, bnnns
+        >>> x, a = jnp.array([[0.0, 0.5]]), jnp.array([0.25, 0.25])
+        >>> bnnns.estimators.rsign(x, a).tolist()
+        [[-1.0, 1.0]]
+        >>> jax.grad(lambda a: bnnns.estimators.rsign(x, a).sum())(a).tolist()
+        [-1.5, -1.5]
+    """
+    x = jnp.asarray(x)
+    return approx_sign(x - jnp.asarray(threshold).astype(x.dtype))

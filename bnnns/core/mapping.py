@@ -16,6 +16,8 @@ __all__ = [
     "MAPPING_IMPLS",
     "MappingConv",
     "FilterBankNorm",
+    "filter_bank_norm",
+    "mapping_conv",
     "CONV_IMPLS",
     "MAPPING_DTYPES",
     "valid_taps_conv",
@@ -75,11 +77,19 @@ class FilterBankNorm(nn.Module):
         features = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
-        x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=(0, 1, 2))
-        var = jnp.mean(jnp.square(x32 - mean), axis=(0, 1, 2))
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
-        return y.astype(x.dtype)
+        return filter_bank_norm(x, scale, bias, self.epsilon)
+
+
+def filter_bank_norm(
+    x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float = 1e-5
+) -> jax.Array:
+    """:class:`FilterBankNorm`'s function: normalise ``x (c_out, kh, kw, c)`` over its first
+    three axes in float32, then ``* scale + bias`` per channel (D5); ``x``'s dtype kept."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=(0, 1, 2))
+    var = jnp.mean(jnp.square(x32 - mean), axis=(0, 1, 2))
+    y = (x32 - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias
+    return y.astype(x.dtype)
 
 
 def same_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -169,12 +179,20 @@ class MappingConv(nn.Module):
             raise ValueError(f"MappingNet.conv_impl must be one of {CONV_IMPLS}, got {self.impl!r}")
         shape = (3, 3, x.shape[-1], self.features)
         kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
-        dtype = jnp.dtype(self.dtype) if self.dtype is not None else x.dtype
-        y = _CONVS[self.impl](x.astype(dtype), kernel.astype(dtype))
+        bias = None
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-            y = y + bias.astype(dtype)
-        return y
+        return mapping_conv(x, kernel, bias, self.impl, self.dtype)
+
+
+def mapping_conv(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array | None, impl: str = "auto", dtype: Any = None
+) -> jax.Array:
+    """:class:`MappingConv`'s function: the ``SAME`` conv ``impl`` of ``x`` with ``kernel``,
+    plus ``bias`` (or none), computed in ``dtype`` (``None``: ``x``'s)."""
+    dtype = jnp.dtype(dtype) if dtype is not None else x.dtype
+    y = _CONVS[impl](x.astype(dtype), kernel.astype(dtype))
+    return y if bias is None else y + bias.astype(dtype)
 
 
 class MappingNet(nn.Module):

@@ -55,7 +55,7 @@ def deployable_variables(
     cols = sown(variables, dummy_input)
     bits = {}
     for keys, leaf in jax.tree_util.tree_flatten_with_path(cols["binary_weights"])[0]:
-        bits[_path(keys[:-2])] = np.asarray(leaf, np.int8)  # drop ("kernel", tuple index)
+        bits[_path(keys[:-2])] = np.asarray(leaf, np.int8)  # drop (BINARY_WEIGHTS_KEY, tuple index)
     flat_params = traverse_util.flatten_dict(variables["params"])
     params = {SEP.join(k): np.asarray(v) for k, v in flat_params.items()}
     out: dict[str, dict[str, np.ndarray]] = {"params": {}, "binary": {}}

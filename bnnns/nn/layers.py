@@ -23,9 +23,12 @@ weights:
   or XNOR-popcount on packed bits (``"xnor"``, :mod:`bnnns.core.xnor_conv`, the native CPU
   kernel; grouped convs stay ``int8``).
 
-Every binary layer sows its binary weights ``sign(.)`` (int8) into ``"binary_weights"``; sow
-is a no-op unless that collection is mutable, so this costs nothing in the train step and
-serves export and the flip-rate metric (D12).
+Every binary layer sows its binary weights ``sign(.)`` (int8) into ``"binary_weights"`` under
+``"kernel_sign"`` (not ``"kernel"``: Flax NNX's bridge flattens all collections into one
+namespace, where it would clash with the param); sow is a no-op unless that collection is
+mutable, so this costs nothing in the train step and serves export and the flip-rate metric
+(D12). Each sown value replaces the one before (a 1-tuple, never a growing one), so variables
+that still hold what ``init`` sowed, as ``nnx.bridge.ToNNX`` keeps them, give the same sums.
 """
 
 from __future__ import annotations
@@ -38,7 +41,15 @@ import jax
 import jax.numpy as jnp
 
 from bnnns.core.binary_ops import int_conv, int_dense, sign_int8
-from bnnns.core.estimators import DEFAULT_WEIGHT_STE, approx_sign, clip_grad_sign, sign, ste_sign
+from bnnns.core.estimators import (
+    DEFAULT_WEIGHT_STE,
+    approx_sign,
+    clip_grad_sign,
+    rsign,
+    sign,
+    ste_sign,
+    swish_sign,
+)
 from bnnns.core.losses import check_noise_rates, lns_loss, lns_loss_floor
 from bnnns.core.mapping import MAPPING_DTYPES, MAPPING_IMPLS, make_mapping_net
 from bnnns.core.metrics import sign_agreement
@@ -60,7 +71,8 @@ __all__ = [
 ]
 
 WEIGHT_BINARIZERS = ("sign", "lns", "real", "deployed")
-ACTIVATION_ESTIMATORS = ("ste_sign", "approx_sign", "none", "relu")
+ACTIVATION_ESTIMATORS = ("ste_sign", "approx_sign", "swish_sign", "rsign", "none", "relu")
+SWISH_BETA = 5.0  # SwishSign's beta for activation="swish_sign" (Larq's default)
 WEIGHT_STES = ("identity", "clipped", "clip_grad")
 DEPLOYED_KERNELS = ("int8", "xnor")
 LABEL_SOURCES = ("current", "pretrained")
@@ -68,13 +80,23 @@ REDUCTIONS = ("sum", "mean")
 CLS_GRAD_PATHS = ("mapping", "straight")
 
 
-def binarize_activations(x: jax.Array, estimator: str, clip: float = 1.0) -> jax.Array:
+def binarize_activations(
+    x: jax.Array, estimator: str, clip: float = 1.0, threshold: jax.Array | None = None
+) -> jax.Array:
     """``B = sign(X)`` with the chosen estimator (Eq. 2; D9); ``"none"`` leaves X real and
-    ``"relu"`` gives ``max(X, 0)`` (the float reference model, with ``weight_binarizer="real"``)."""
+    ``"relu"`` gives ``max(X, 0)`` (the float reference model, with ``weight_binarizer="real"``).
+    ``"rsign"`` is ``sign(X - threshold)`` (ReActNet; the layer's learnable per-channel
+    ``act_threshold``)."""
     if estimator == "ste_sign":
         return ste_sign(x, clip)
     if estimator == "approx_sign":
         return approx_sign(x)
+    if estimator == "swish_sign":
+        return swish_sign(x, SWISH_BETA)
+    if estimator == "rsign":
+        if threshold is None:
+            raise ValueError("activation 'rsign' needs its threshold (the layer's act_threshold)")
+        return rsign(x, threshold)
     if estimator == "none":
         return x
     if estimator == "relu":  # the float reference's nonlinearity (no sign at all)
@@ -85,13 +107,19 @@ def binarize_activations(x: jax.Array, estimator: str, clip: float = 1.0) -> jax
 
 
 SOWN_COLLECTIONS = ("lns", "binary_weights")
+BINARY_WEIGHTS_KEY = "kernel_sign"  # the sown name of Q in "binary_weights"
+
+
+def _replace(_: tuple, value: Any) -> tuple:
+    """``sow``'s reduce: keep only the latest value (a 1-tuple)."""
+    return (value,)
 
 
 def drop_sown(variables: Any) -> dict:
     """Remove the sown collections (:data:`SOWN_COLLECTIONS`) that ``Module.init`` returns.
 
     ``init`` runs with every collection mutable, so it hands back one sown ``aux_loss`` per
-    layer; passing those to ``apply`` would append to them. Keep only the real state.
+    layer; those are outputs, not state (``apply`` replaces them). Keep only the real state.
 
     Example:
         >>> import jax, jax.numpy as jnp, bnnns
@@ -168,7 +196,12 @@ class _BinaryWeights(nn.Module):
         ``sign(W)``, for the flip rate)."""
         self._check()
         if self.weight_binarizer == "real":
-            self.sow("binary_weights", "kernel", sign(kernel).astype(jnp.int8))
+            self.sow(
+                "binary_weights",
+                BINARY_WEIGHTS_KEY,
+                sign(kernel).astype(jnp.int8),
+                reduce_fn=_replace,
+            )
             return kernel
         scale = weight_scale(kernel, self.weight_scale)
         if self.weight_binarizer == "sign":
@@ -183,12 +216,15 @@ class _BinaryWeights(nn.Module):
             q_hat = mapping(kernel)  # Eq. 4
             q_tilde = self._noisy_labels(kernel)
             aux = lns_loss(q_hat, q_tilde, self.rho_pos, self.rho_neg, self.aux_reduction)
-            self.sow("lns", "aux_loss", aux)  # Eq. 15 / 16 (D3)
+            self.sow("lns", "aux_loss", aux, reduce_fn=_replace)  # Eq. 15 / 16 (D3)
             floor = lns_loss_floor(q_tilde, self.rho_pos, self.rho_neg, self.aux_reduction)
-            self.sow("lns", "aux_floor", floor)  # min of aux_loss: aux - floor is the excess
-            self.sow("lns", "label_agreement", sign_agreement(q_hat, q_tilde))
+            # min of aux_loss: aux - floor is the excess
+            self.sow("lns", "aux_floor", floor, reduce_fn=_replace)
+            agreement = sign_agreement(q_hat, q_tilde)
+            self.sow("lns", "label_agreement", agreement, reduce_fn=_replace)
             binary = self._weight_sign(self._cls_path(mapping, kernel, q_hat))  # D2
-        self.sow("binary_weights", "kernel", binary.astype(jnp.int8))
+        q = binary.astype(jnp.int8)
+        self.sow("binary_weights", BINARY_WEIGHTS_KEY, q, reduce_fn=_replace)
         return binary * scale.astype(binary.dtype)
 
     def _weight_sign(self, x: jax.Array) -> jax.Array:
@@ -231,11 +267,13 @@ class _BinaryWeights(nn.Module):
         product, for BN folding (:mod:`bnnns.core.binary_ops`).
         """
         self._check()
+        if self.activation == "rsign":
+            raise ValueError(f"{type(self).__name__}: activation 'rsign' has no deployed form yet")
         bits = self.variable("binary", "bits", jnp.ones, shape, jnp.int8).value
         channel = self.weight_scale == "channel"
         scale_shape = (1,) * (len(shape) - 1) + (shape[-1],) if channel else ()
         scale = self.variable("binary", "scale", jnp.ones, scale_shape, jnp.float32).value
-        self.sow("binary_weights", "kernel", bits)
+        self.sow("binary_weights", BINARY_WEIGHTS_KEY, bits, reduce_fn=_replace)
         dtype = self.dtype or x.dtype
         if self.activation == "none":
             if accumulate:
@@ -251,6 +289,14 @@ class _BinaryWeights(nn.Module):
         if accumulate:
             return acc, scale
         return (acc.astype(jnp.float32) * scale).astype(dtype)
+
+    def activations(self, x: jax.Array) -> jax.Array:
+        """``B`` of Eq. 2 by ``self.activation``; ``"rsign"`` learns ``act_threshold`` (C,)."""
+        threshold = None
+        if self.activation == "rsign":
+            shape = (x.shape[-1],)
+            threshold = self.param("act_threshold", nn.initializers.zeros, shape, jnp.float32)
+        return binarize_activations(x, self.activation, self.act_clip, threshold)
 
     def _noisy_labels(self, kernel: jax.Array) -> jax.Array:
         """``Q~`` of D1: ``sign(W)`` now (stop-gradient) or frozen signs of the initial W."""
@@ -268,7 +314,9 @@ class BinaryConv(_BinaryWeights):
       kernel_size: ``(kh, kw)``.
       strides: ``(sh, sw)``.
       padding: ``"SAME"``, ``"VALID"`` or explicit pairs, as in ``lax.conv_general_dilated``.
-      activation: ``"ste_sign"`` (clipped STE, D9), ``"approx_sign"`` (Bi-Real) or ``"none"``.
+      activation: ``"ste_sign"`` (clipped STE, D9), ``"approx_sign"`` (Bi-Real),
+        ``"swish_sign"`` (Larq's SwishSign, beta 5), ``"rsign"`` (ReActNet: a learnable
+        per-channel threshold, param ``act_threshold``; not deployable yet) or ``"none"``.
       act_clip: clip range of the activation STE.
       feature_group_count: grouped convolution (AlexNet's two-group convs, §6.2).
       weight_binarizer: ``"sign"``, ``"lns"`` (D2), ``"real"`` (the float reference: ``W`` as
@@ -335,8 +383,7 @@ class BinaryConv(_BinaryWeights):
         kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
         dtype = self.dtype or x.dtype
         w = self.binary_kernel(kernel).astype(dtype)
-        xb = binarize_activations(x.astype(dtype), self.activation, self.act_clip)
-        return conv(xb, w)
+        return conv(self.activations(x.astype(dtype)), w)
 
 
 class BinaryDense(_BinaryWeights):
@@ -368,5 +415,4 @@ class BinaryDense(_BinaryWeights):
         kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
         dtype = self.dtype or x.dtype
         w = self.binary_kernel(kernel).astype(dtype)
-        xb = binarize_activations(x.astype(dtype), self.activation, self.act_clip)
-        return xb @ w
+        return self.activations(x.astype(dtype)) @ w

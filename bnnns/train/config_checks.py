@@ -113,6 +113,16 @@ def _check_dataset(spec: str) -> None:
 
 def _check_optimization(config: ConfigDict, stage: str) -> None:
     _one_of(config, f"{stage}.optimizer", OPTIMIZERS)
+    if config[stage].optimizer == "bop":
+        if stage == "lns":
+            _fail(
+                "lns.optimizer",
+                "bop",
+                "Bop flips stored binary weights; the LNS stage binarizes sign(f_theta(W)) "
+                "(Eq. 4), so use 'sgd' or 'adam' there ('bop' is for pretrain and finetune)",
+            )
+        _number(config, f"{stage}.bop_tau", low=0, low_open=True)
+        _number(config, f"{stage}.bop_gamma", low=0, high=1, low_open=True)
     _one_of(config, f"{stage}.schedule", SCHEDULES)
     _number(config, f"{stage}.epochs", low=0, low_open=True)
     _number(config, f"{stage}.learning_rate", low=0, low_open=True)

@@ -14,7 +14,9 @@ def optimization(**overrides) -> ConfigDict:
     opt = ConfigDict(
         {
             "epochs": 1.0,
-            "optimizer": "sgd",  # "sgd" | "adam"
+            "optimizer": "sgd",  # "sgd" | "adam" | "bop" (binary kernels; the rest: SGD)
+            "bop_tau": 1e-8,  # Bop's threshold (Helwegen et al. 2019, Algorithm 1)
+            "bop_gamma": 1e-4,  # Bop's adaptivity rate of the gradient's moving average
             "learning_rate": 0.01,
             "momentum": 0.9,
             "weight_decay": 0.0,

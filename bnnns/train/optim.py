@@ -10,7 +10,7 @@ from ml_collections import ConfigDict
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "make_schedule", "make_optimizer", "mapping_lr_scales"]
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "bop")
 SCHEDULES = ("constant", "cosine", "step")
 
 
@@ -101,15 +101,21 @@ def make_optimizer(
     opt: ConfigDict,
     steps_per_epoch: int,
     lr_scales: dict | None = None,
+    bop_pattern: str | None = None,
 ) -> optax.GradientTransformation:
-    """SGD-momentum or Adam with the schedule of :func:`make_schedule` and optional weight decay.
+    """SGD-momentum or Adam with the schedule of :func:`make_schedule` and optional weight decay,
+    or Bop.
 
     One optimizer over all parameters, W and theta alike, as in Algorithm 1 line 13 (Q12).
     ``lr_scales`` (a tree like the params, e.g. from :func:`mapping_lr_scales`) multiplies each
     parameter's step; for SGD-momentum and Adam that is exactly a per-parameter learning rate.
+    ``"bop"``: Bop (``opt.bop_tau``, ``opt.bop_gamma``; :mod:`bnnns.train.bop`) on the
+    parameters whose path matches ``bop_pattern`` (the binary kernels,
+    :func:`bnnns.train.bop.binary_kernel_pattern`), SGD-momentum with the schedule and weight
+    decay on the rest.
     """
     schedule = make_schedule(opt, steps_per_epoch)
-    if opt.optimizer == "sgd":
+    if opt.optimizer in ("sgd", "bop"):
         base = optax.sgd(schedule, momentum=float(opt.momentum) or None, nesterov=False)
     elif opt.optimizer == "adam":
         base = optax.adam(schedule)
@@ -118,5 +124,11 @@ def make_optimizer(
     if lr_scales is not None:
         base = optax.chain(base, _scale_by_tree(lr_scales))
     if float(opt.weight_decay) > 0:
-        return optax.chain(optax.add_decayed_weights(float(opt.weight_decay), _decay_mask), base)
-    return base
+        base = optax.chain(optax.add_decayed_weights(float(opt.weight_decay), _decay_mask), base)
+    if opt.optimizer != "bop":
+        return base
+    if bop_pattern is None:
+        raise ValueError("optimizer 'bop' needs bop_pattern: the binary kernels it trains")
+    from bnnns.train.bop import with_bop
+
+    return with_bop(base, bop_pattern, float(opt.bop_tau), float(opt.bop_gamma))

@@ -30,6 +30,7 @@ from bnnns import data as data_lib
 from bnnns.errors import ConfigError, NonFiniteError
 from bnnns.nn.models import BinaryOptions, create_model
 from bnnns.train import resume, sharding
+from bnnns.train.bop import binary_kernel_pattern
 from bnnns.train.checkpointing import StageCheckpointer
 from bnnns.train.epoch_record import epoch_record, latent_signs
 from bnnns.train.metric_writer import MetricWriter
@@ -148,7 +149,9 @@ class Stage:
         self.model = build_model(config, run.info.num_classes, name)
         self.steps_per_epoch = run.steps_per_epoch()
         self.total_steps = int(math.ceil(self.opt.epochs * self.steps_per_epoch))
-        self.tx = make_optimizer(self.opt, self.steps_per_epoch, self._lr_scales())
+        self.tx = make_optimizer(
+            self.opt, self.steps_per_epoch, self._lr_scales(), self._bop_pattern()
+        )
         self.schedule = make_schedule(self.opt, self.steps_per_epoch)
         self.alpha = float(config.lns.alpha) if name == "lns" else 0.0
         self.checkpointer = StageCheckpointer(os.path.join(run.workdir, "checkpoints", name))
@@ -167,6 +170,12 @@ class Stage:
         )
         self.eval_fn = jax.jit(split(functools.partial(eval_step, model=self.model)))
         self.weights_fn = jax.jit(split(functools.partial(binary_weights, model=self.model)))
+
+    def _bop_pattern(self) -> str | None:
+        """The binary kernels Bop trains (``optimizer="bop"``), or None for other optimizers."""
+        if self.opt.optimizer != "bop":
+            return None
+        return binary_kernel_pattern(self.model, self.run.dummy_input(), train=False)
 
     def _lr_scales(self) -> dict | None:
         """Per-parameter lr multipliers of the LNS stage (``lns.mapping_lr_scale``), or None."""
