@@ -32,7 +32,10 @@ STEP_KEYS = {
 @pytest.mark.slow
 def test_quick_prints_one_json_object_per_line():
     p = subprocess.run(
-        [sys.executable, "-m", "bnnns.bench", "--quick"],
+        # --quick's step counts and per-case processes at CI sizes (the tests' XLA -O0 compiles
+        # fast but runs slowly: resnet20 at --quick's batch 128 was most of this test's time)
+        [sys.executable, "-m", "bnnns.bench", "--quick", "--batch", "4", "--image", "32",
+         "--width", "4"],  # fmt: skip
         capture_output=True,
         text=True,
         cwd=REPO,
