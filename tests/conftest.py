@@ -1,4 +1,5 @@
-"""Shared test settings: Hypothesis profiles and a seed per run.
+"""Shared test settings: fast XLA compiles, one compilation cache per run, Hypothesis profiles
+and a seed per run.
 
 Every run draws new Hypothesis examples from one seed, printed in pytest's header
 (``hypothesis seed: N``) and by Hypothesis with any failure; ``--hypothesis-seed=N`` replays it.
@@ -9,10 +10,28 @@ run it at a small count).
 
 import os
 import random
+import shutil
+import sys
+import tempfile
 
 # Tests compile many small programs: XLA CPU at optimization level 0 compiles ~10x faster.
 # Benchmarks (bnnns.bench) run without this flag.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+# One persistent compilation cache per test run, shared by the xdist workers and every
+# subprocess they start (all inherit the environment): many tests train the same tiny
+# pipelines, and XLA's compile was most of their time (a repeated mock-data run: 86 s -> 27 s).
+# The key is the program, the XLA flags and the jax version, so a hit runs the same executable.
+# The process that made the directory (the xdist controller, or the only process) removes it.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bnnns-test-xla-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    if "jax" in sys.modules:  # too late for the environment: set the config as well
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 
@@ -37,3 +56,8 @@ def pytest_configure(config):
 def pytest_report_header(config):
     seed = getattr(config.option, "hypothesis_seed", None)
     return f"hypothesis seed: {seed} (replay with --hypothesis-seed={seed})"
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -31,8 +31,11 @@ STEP_KEYS = {
 
 @pytest.mark.slow
 def test_quick_prints_one_json_object_per_line():
+    # --quick's step counts and per-case processes at CI sizes (the tests' XLA -O0 compiles
+    # fast but runs slowly: resnet20 at --quick's batch 128 was most of this test's time)
+    sizes = ["--batch", "4", "--image", "32", "--width", "4"]
     p = subprocess.run(
-        [sys.executable, "-m", "bnnns.bench", "--quick"],
+        [sys.executable, "-m", "bnnns.bench", "--quick", *sizes],
         capture_output=True,
         text=True,
         cwd=REPO,
