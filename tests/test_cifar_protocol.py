@@ -169,3 +169,53 @@ def test_float_reference_run_through_the_cli_dataset_flag(tmp_path, monkeypatch)
     config = runner.load_config(tiny, {"stages": "pretrain", **tiny.reference.overrides})
     binary = train_lib.build_model(config, 2, "pretrain").binary
     assert (binary.weight_binarizer, binary.activation) == ("real", "relu")
+
+
+def test_a_float_reference_run_is_refused_by_export(tmp_path):
+    from bnnns.deploy.export import export_run
+
+    config = load_config_file("configs/cifar10_cnn.py", {"binary.weight_binarizer": "real"})
+    (tmp_path / "checkpoints" / "pretrain").mkdir(parents=True)
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    with pytest.raises(ValueError, match="trained a float model .*weight_binarizer='real'"):
+        export_run(str(tmp_path), str(tmp_path / "m.bnn"))
+
+
+@pytest.mark.slow
+def test_accelerator_script_runs_at_toy_size(tmp_path, capsys):
+    """The device script end to end on CPU (``--toy``): unpack a tarball, train the binary
+    ResNet-20 baseline, its float reference and the Table 1 rows, print the table and one
+    ``accelerator`` line whose figures are the runs' own summaries."""
+    import tarfile
+
+    from bnnns.experiments import accelerator
+
+    source = tmp_path / "src" / "cifar"
+    for split in ("train", "test"):
+        for c in "ab":
+            for i in range(4):
+                path = source / split / c / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pixels = np.random.default_rng(i).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(path)
+    tarball = tmp_path / "c.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(source, arcname="cifar")
+    line = accelerator.main(["--data", str(tarball), "--workdir", str(tmp_path / "w"), "--toy"])
+    printed = capsys.readouterr().out
+    assert json.loads(printed.strip().splitlines()[-1]) == line
+    runs = tmp_path / "w" / "runs"
+    pre = json.loads((runs / "pretrain" / "summary.json").read_text())["stages"][-1]
+    ref = json.loads((runs / "float" / "summary.json").read_text())["stages"][-1]
+    lns = json.loads((runs / "LNS_seed0" / "summary.json").read_text())["stages"][-1]
+    assert line["baseline"] == pre["test_accuracy"]
+    assert line["float_reference"] == ref["test_accuracy"]
+    assert line["rows"]["LNS"] == [lns["test_accuracy"]]
+    assert set(line["run_s"]) == {
+        "pretrain",
+        "float",
+        "fine-tune_seed0",
+        "LNSalpha0_alpha0.0_seed0",
+        "LNS_seed0",
+    }
+    assert "| LNS |" in printed and "| float reference" in printed

@@ -113,7 +113,7 @@ def test_deployed_binary_layers_compute_in_int8_with_int32_sums(cnn_artifacts):
     """§1.7: each binary conv of the deployed CNN is one convolution of int8 operands with int32
     sums; only its real layers (the stem conv and the head) compute in floating point."""
     _, _, art = cnn_artifacts["lns"]
-    variables, fn = inference._prepared(art)
+    variables, fn = inference._prepared(art, "int8")
     eqns = list(_eqns(jax.make_jaxpr(fn)(variables, jnp.zeros((2, 8, 8, 1))).jaxpr))
     ops = [e for e in eqns if e.primitive.name in ("conv_general_dilated", "dot_general")]
     integer = [

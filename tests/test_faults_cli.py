@@ -85,7 +85,7 @@ def assert_one_line_error(done, *needles):
 
 def test_mistyped_config_flag_is_one_line_with_did_you_mean(tmp_path):
     for flag, needles in (
-        ("--config.num_seed=3", ("--config.num_seed", "did you mean 'seed'?")),
+        ("--config.num_seed=3", ("--config.num_seed", "did you mean 'num_seeds'?")),
         ("--config.lns.alpah=0.5", ("config.lns.alpah is not a config field", "'alpha'")),
     ):
         done = subprocess.run(

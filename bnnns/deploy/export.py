@@ -161,6 +161,15 @@ def export_run(workdir: str, out: str, stage: str | None = None) -> tuple[int, d
         stage = available[-1]
     elif stage not in available:
         raise FileNotFoundError(f"{workdir!r} has no checkpoint of stage {stage!r}: {available}")
+    binary = config.get("binary", {})
+    if stage != "lns" and (
+        binary.get("weight_binarizer", "sign") == "real" or binary.get("activation") == "relu"
+    ):
+        raise ValueError(
+            f"{workdir!r} trained a float model (binary.weight_binarizer="
+            f"{binary.get('weight_binarizer')!r}, activation={binary.get('activation')!r}): "
+            "only binary models export to .bnn"
+        )
     info = run_info(config, workdir)  # from the run directory: the data set is not read
     state, meta = restore_stage(config, workdir, stage)
     history = meta.get("history", [])

@@ -62,7 +62,7 @@ def _protocol(args: argparse.Namespace, folder: str) -> Protocol:
     budget = resnet20_budget(args.pretrain_epochs, args.finetune_epochs)
     budget["dataset"] = f"folder:{folder}"
     if args.toy:
-        budget |= {"model.width": 2, "batch_size": 8, "eval_batch_size": 50}
+        budget |= {"model.width": 2, "batch_size": 4, "eval_batch_size": 50}
         budget |= {"lns.warmup_steps": 20}
     return dataclasses.replace(CIFAR10_RESNET20, budget=budget)
 

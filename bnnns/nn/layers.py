@@ -29,6 +29,9 @@ namespace, where it would clash with the param); sow is a no-op unless that coll
 mutable, so this costs nothing in the train step and serves export and the flip-rate metric
 (D12). Each sown value replaces the one before (a 1-tuple, never a growing one), so variables
 that still hold what ``init`` sowed, as ``nnx.bridge.ToNNX`` keeps them, give the same sums.
+
+Longer than 400 lines: the two layers share one binarization class, its option checks and the
+deployed (int8 / packed XNOR) forward, and splitting them would scatter one decision table.
 """
 
 from __future__ import annotations

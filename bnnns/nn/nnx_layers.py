@@ -13,6 +13,9 @@ What the linen layers sow, an NNX layer keeps as variables of its own types, fil
 collection) and :data:`BinaryWeights` (``Q``, int8). Each call overwrites them.
 :func:`collect_aux_loss` sums the auxiliary loss of native and bridged layers alike
 (Eq. 21: ``L = l_cls + alpha * collect_aux_loss(model)``).
+
+Longer than 400 lines: the NNX twins of both layers and of the mapping network, with their
+variable types, must stay one module so each mirrors its linen counterpart line by line.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bnnns.core.binary_ops import int_conv, int_dense, sign_int8
-from bnnns.core.estimators import sign, ste_sign
+from bnnns.core.estimators import DEFAULT_WEIGHT_STE, clip_grad_sign, sign, ste_sign
 from bnnns.core.losses import check_noise_rates, lns_loss, lns_loss_floor
 from bnnns.core.mapping import (
     CONV_IMPLS,
@@ -232,7 +235,7 @@ class _BinaryLayer(nnx.Module):
         *,
         weight_binarizer: str = "sign",
         weight_scale: str = "layer",
-        weight_ste: str = "identity",
+        weight_ste: str | None = None,
         weight_clip: float = 1.0,
         activation: str = "ste_sign",
         act_clip: float = 1.0,
@@ -244,10 +247,20 @@ class _BinaryLayer(nnx.Module):
         cls_grad_to_w: str = "mapping",
         mapping_dtype: str = "float32",
         mapping_impl: str = "auto",
+        deployed_kernel: str = "int8",
         kernel_init: Callable,
         dtype: Any = None,
         rngs: nnx.Rngs,
     ):
+        # None: the binarizer's default (DEFAULT_WEIGHT_STE: "clipped" for "lns", D2)
+        weight_ste = weight_ste or DEFAULT_WEIGHT_STE.get(weight_binarizer, "identity")
+        if deployed_kernel not in linen_layers.DEPLOYED_KERNELS:
+            raise ValueError(
+                f"{type(self).__name__}.deployed_kernel must be one of "
+                f"{linen_layers.DEPLOYED_KERNELS}, got {deployed_kernel!r}"
+            )
+        # NNX deployed layers compute with int8 operands and int32 sums (the reference); the
+        # packed XNOR kernel is predict's (bnnns.deploy), on the linen twin.
         options = {k: v for k, v in locals().items() if k in _OPTIONS}  # the linen fields
         _check(type(self).__name__, **options)
         for name, value in options.items():  # static attributes, as the linen fields
@@ -276,15 +289,20 @@ class _BinaryLayer(nnx.Module):
                 raise ValueError(f"{type(self).__name__}: 'rsign' has no deployed form yet")
             self.act_threshold = nnx.Param(jnp.zeros((in_features,), jnp.float32))
 
+    def _weight_sign(self, x: jax.Array) -> jax.Array:
+        """``sign(x)`` with the weight STE of D2, as the linen layer's ``_weight_sign``."""
+        if self.weight_ste == "clip_grad":
+            return clip_grad_sign(x, self.weight_clip)
+        return ste_sign(x, None if self.weight_ste == "identity" else self.weight_clip)
+
     def binary_kernel(self) -> jax.Array:
         """``s * Q`` through the STE (D8, D2); the latent ``W`` for ``"real"``."""
         kernel = self.kernel[...]
         if self.weight_binarizer == "real":
             return kernel
-        clip = None if self.weight_ste == "identity" else self.weight_clip
         scale = weight_scale(kernel, self.weight_scale)
         if self.weight_binarizer == "sign":
-            binary = ste_sign(kernel, clip)
+            binary = self._weight_sign(kernel)
         else:
             q_hat = self.mapping(kernel)  # Eq. 4
             if self.labels == "current":
@@ -300,7 +318,7 @@ class _BinaryLayer(nnx.Module):
             else:  # D14: dl_cls/dQ^ straight to W; theta through the mapping
                 q_theta = self.mapping(jax.lax.stop_gradient(kernel))
                 cls_path = q_theta + (kernel - jax.lax.stop_gradient(kernel)).astype(q_theta.dtype)
-            binary = ste_sign(cls_path, clip)  # D2
+            binary = self._weight_sign(cls_path)  # D2
         self.kernel_sign[...] = binary.astype(jnp.int8)
         return binary * scale.astype(binary.dtype)
 
