@@ -139,18 +139,24 @@ def test_sigterm_mid_epoch_then_rerun_equals_uninterrupted(straight, tmp_path, m
 
 
 def test_signals_ask_once_then_act_as_before():
-    stop = StopRequests()
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with stop.installed():
-        assert not stop.should_stop()
-        signal.raise_signal(signal.SIGINT)
-        assert stop.should_stop() and stop.signal_name == "SIGINT"
-        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C: Python's default again
+    # Python's own Ctrl-C handler first: an xdist worker may run with SIGINT ignored, and a
+    # second signal acts as the handler from before did.
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        stop = StopRequests()
+        before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        with stop.installed():
+            assert not stop.should_stop()
             signal.raise_signal(signal.SIGINT)
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
-    with StopRequests().installed() as other:
-        signal.raise_signal(signal.SIGTERM)
-        assert other.should_stop() and other.signal_name == "SIGTERM"
+            assert stop.should_stop() and stop.signal_name == "SIGINT"
+            with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C: Python's default again
+                signal.raise_signal(signal.SIGINT)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+        with StopRequests().installed() as other:
+            signal.raise_signal(signal.SIGTERM)
+            assert other.should_stop() and other.signal_name == "SIGTERM"
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_time_interval():
