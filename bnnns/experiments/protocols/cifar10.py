@@ -16,6 +16,10 @@ from bnnns.experiments.protocol import Protocol, Run, register
 FINE_TUNE = Run("fine-tune", "finetune")
 LNS = Run("LNS", "lns")  # alpha = 1, rho = 0.005, mean reduction, clipped STE (the config's)
 LNS_ALPHA0 = Run("LNSalpha0", "lns", {"lns.alpha": 0.0})
+# The same network in float: real weights, ReLU, trained like the pretrained BNN.
+FLOAT_REFERENCE = Run(
+    "float", "pretrain", {"seed": 0, "binary.weight_binarizer": "real", "binary.activation": "relu"}
+)
 
 CIFAR10 = register(
     Protocol(
@@ -23,11 +27,7 @@ CIFAR10 = register(
         title="CIFAR-10 (JPEG copy)",
         config="configs/cifar10_cnn.py",
         pretrain=Run("pretrain", "pretrain", {"seed": 0}),
-        reference=Run(
-            "float",
-            "pretrain",
-            {"seed": 0, "binary.weight_binarizer": "real", "binary.activation": "relu"},
-        ),
+        reference=FLOAT_REFERENCE,
         table1={"fine-tune": FINE_TUNE, "LNS alpha=0": LNS_ALPHA0, "LNS": LNS},
         paired=(("LNS", "fine-tune"), ("LNS", "LNS alpha=0"), ("fine-tune", "LNS alpha=0")),
         # Fig. 3: LNS at lr 0.01; fine-tuning at 0.01, 0.001 and 0.0001 (method.md §5.1).
@@ -85,11 +85,7 @@ CIFAR10_RESNET20 = register(
         title="CIFAR-10 (JPEG copy), ResNet-20",
         config="configs/cifar10_resnet20_pretrain.py",
         pretrain=Run("pretrain", "pretrain", {"seed": 0}),
-        reference=Run(
-            "float",
-            "pretrain",
-            {"seed": 0, "binary.weight_binarizer": "real", "binary.activation": "relu"},
-        ),
+        reference=FLOAT_REFERENCE,
         table1={"fine-tune": FINE_TUNE, "LNS alpha=0": LNS_ALPHA0, "LNS": LNS},
         paired=(("LNS", "fine-tune"), ("LNS", "LNS alpha=0")),
         fig3={},
