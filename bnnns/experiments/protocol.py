@@ -101,6 +101,19 @@ class Protocol:
                 raise ValueError(f"protocol {self.name!r}: paired {(a, b)} names no Table 1 row")
 
 
+# The paper's rows, shared by the protocols (each protocol's config gives their budget).
+FINE_TUNE = Run("fine-tune", "finetune")
+LNS = Run("LNS", "lns")  # alpha, rho, reduction and weight STE: the protocol config's
+LNS_ALPHA0 = Run("LNSalpha0", "lns", {"lns.alpha": 0.0})
+TABLE1 = {"fine-tune": FINE_TUNE, "LNS alpha=0": LNS_ALPHA0, "LNS": LNS}
+# Fig. 3: LNS at lr 0.01; fine-tuning at 0.01, 0.001 and 0.0001 (method.md §5.1).
+FIG3 = {
+    "LNS": LNS,
+    "fine-tune": FINE_TUNE,
+    "fine-tune lr 0.001": Run("fine-tunelr0.001", "finetune", {"finetune.learning_rate": 0.001}),
+    "fine-tune lr 0.0001": Run("fine-tunelr0.0001", "finetune", {"finetune.learning_rate": 0.0001}),
+}
+
 PROTOCOLS: dict[str, Protocol] = {}
 
 

@@ -11,11 +11,17 @@ weight STE on q^ and the warm start's stop), one seed each.
 
 from __future__ import annotations
 
-from bnnns.experiments.protocol import Protocol, Run, register
+from bnnns.experiments.protocol import (
+    FIG3,
+    FINE_TUNE,
+    LNS,
+    LNS_ALPHA0,
+    TABLE1,
+    Protocol,
+    Run,
+    register,
+)
 
-FINE_TUNE = Run("fine-tune", "finetune")
-LNS = Run("LNS", "lns")  # alpha = 1, rho = 0.005, mean reduction, clipped STE (the config's)
-LNS_ALPHA0 = Run("LNSalpha0", "lns", {"lns.alpha": 0.0})
 # The same network in float: real weights, ReLU, trained like the pretrained BNN.
 FLOAT_REFERENCE = Run(
     "float", "pretrain", {"seed": 0, "binary.weight_binarizer": "real", "binary.activation": "relu"}
@@ -28,19 +34,9 @@ CIFAR10 = register(
         config="configs/cifar10_cnn.py",
         pretrain=Run("pretrain", "pretrain", {"seed": 0}),
         reference=FLOAT_REFERENCE,
-        table1={"fine-tune": FINE_TUNE, "LNS alpha=0": LNS_ALPHA0, "LNS": LNS},
+        table1=TABLE1,
         paired=(("LNS", "fine-tune"), ("LNS", "LNS alpha=0"), ("fine-tune", "LNS alpha=0")),
-        # Fig. 3: LNS at lr 0.01; fine-tuning at 0.01, 0.001 and 0.0001 (method.md §5.1).
-        fig3={
-            "LNS": LNS,
-            "fine-tune": FINE_TUNE,
-            "fine-tune lr 0.001": Run(
-                "fine-tunelr0.001", "finetune", {"finetune.learning_rate": 0.001}
-            ),
-            "fine-tune lr 0.0001": Run(
-                "fine-tunelr0.0001", "finetune", {"finetune.learning_rate": 0.0001}
-            ),
-        },
+        fig3=FIG3,
         # The D2 readings (issue 19): the weight STE on q^ and where the warm start stops.
         flip_sources={
             "fine-tune (reference)": FINE_TUNE,
@@ -86,7 +82,7 @@ CIFAR10_RESNET20 = register(
         config="configs/cifar10_resnet20_pretrain.py",
         pretrain=Run("pretrain", "pretrain", {"seed": 0}),
         reference=FLOAT_REFERENCE,
-        table1={"fine-tune": FINE_TUNE, "LNS alpha=0": LNS_ALPHA0, "LNS": LNS},
+        table1=TABLE1,
         paired=(("LNS", "fine-tune"), ("LNS", "LNS alpha=0")),
         fig3={},
         flip_sources={},

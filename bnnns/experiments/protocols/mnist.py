@@ -9,11 +9,17 @@ directories of the runs already computed (RESULTS.md's EXP_DIR): changing one re
 
 from __future__ import annotations
 
-from bnnns.experiments.protocol import Protocol, Run, Sweep, register
-
-FINE_TUNE = Run("fine-tune", "finetune")
-LNS = Run("LNS", "lns")  # alpha = 1, rho = 0.005, mean reduction (the config's)
-LNS_ALPHA0 = Run("LNSalpha0", "lns", {"lns.alpha": 0.0})
+from bnnns.experiments.protocol import (
+    FIG3,
+    FINE_TUNE,
+    LNS,
+    LNS_ALPHA0,
+    TABLE1,
+    Protocol,
+    Run,
+    Sweep,
+    register,
+)
 
 
 def _lns(overrides: dict) -> Run:
@@ -27,19 +33,9 @@ MNIST = register(
         config="configs/mnist_ablation.py",
         pretrain=Run("pretrain", "pretrain", {"seed": 0}),
         # Table 1: baseline (the pretrained BNN), fine-tune, LNS alpha=0, LNS.
-        table1={"fine-tune": FINE_TUNE, "LNS alpha=0": LNS_ALPHA0, "LNS": LNS},
+        table1=TABLE1,
         paired=(("LNS", "fine-tune"), ("LNS", "LNS alpha=0")),
-        # Fig. 3: LNS at lr 0.01; fine-tuning at 0.01, 0.001 and 0.0001 (method.md §5.1).
-        fig3={
-            "LNS": LNS,
-            "fine-tune": FINE_TUNE,
-            "fine-tune lr 0.001": Run(
-                "fine-tunelr0.001", "finetune", {"finetune.learning_rate": 0.001}
-            ),
-            "fine-tune lr 0.0001": Run(
-                "fine-tunelr0.0001", "finetune", {"finetune.learning_rate": 0.0001}
-            ),
-        },
+        fig3=FIG3,
         # The issue-9 investigation: what makes LNS flip more than fine-tuning?
         flip_sources={
             "fine-tune (reference)": FINE_TUNE,
