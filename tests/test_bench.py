@@ -224,3 +224,27 @@ def test_gpu_step_script_runs_on_cpu_at_tiny_sizes(capsys):
         g["batch"] == 2 and g["device"] and g["lns_over_sign"] > 0 and g["lns_bf16_over_sign"] > 0
     )
     assert g["lns_bf16_img_per_s"] > 0
+
+
+def test_profile_attributes_the_step_to_its_xla_ops(capsys):
+    argv = ["--profile", "mnist_cnn:sign", "--batch", "2", "--image", "8", "--width", "4",
+            "--warmup", "1", "--steps", "2"]  # fmt: skip
+    assert cli.main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    ops, summary = lines[:-1], lines[-1]
+    assert summary["kind"] == "profile" and ops and {x["kind"] for x in ops} == {"profile_op"}
+    # Three binary convs and the stem, forward and both gradients: convolutions dominate the
+    # op list, and every listed op is an instruction of the compiled step.
+    assert summary["per_category_s"]["conv"] > 0 and summary["n_ops"] >= len(ops)
+    assert sum(x["category"] == "conv" for x in ops) >= 4
+    times = [x["s_per_step"] for x in ops]
+    assert times == sorted(times, reverse=True) and all(t > 0 for t in times)
+
+
+def test_hlo_op_kinds_reads_fusions_that_hold_a_convolution():
+    from bnnns.bench.profile import hlo_op_kinds
+
+    text = jax.jit(lambda x, w: jnp.tanh(jax.lax.conv(x, w, (1, 1), "SAME")) @ jnp.ones((3, 3)))
+    hlo = text.lower(jnp.ones((1, 2, 3, 3)), jnp.ones((2, 2, 3, 3))).compile().as_text()
+    kinds = hlo_op_kinds(hlo)
+    assert "conv" in kinds.values() and "dot" in kinds.values(), kinds

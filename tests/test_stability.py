@@ -1,7 +1,8 @@
 """The paper's CIFAR-10 LNS recipe is stable (issue 9; D3): resnet20 at its shipped width, SGD
-lr 0.01, momentum 0.9, rho 0.005, alpha 1 and 5, a few dozen steps on mock data from a briefly
-trained BNN and a warm start (``bnnns.bench.stability``). The same recipe with the summed auxiliary
-loss of Eq. 17 (the old D3) fails the same criterion, so the test would have caught the sum.
+lr 0.01, momentum 0.9, rho 0.005, alpha 1 (the recipe's), a few dozen steps on mock data from a
+briefly trained BNN and a warm start (``bnnns.bench.stability``). The same recipe with the summed
+auxiliary loss of Eq. 17 (the old D3) fails the same criterion, so the test would have caught the
+sum. (Alpha 5 gave the same verdicts; it was dropped from CI for time, issue 17.)
 
 The probe runs in a subprocess without the tests' ``--xla_backend_optimization_level=0``
 (conftest.py): unoptimised XLA code runs the 18 mapping networks ~10x slower.
@@ -45,7 +46,6 @@ def test_cifar_lns_recipe_is_stable_and_the_sum_is_not(tmp_path):
         PRETRAIN,
         "--alphas",
         "1",
-        "5",
         "--reductions",
         "mean",
         "sum",
@@ -57,12 +57,11 @@ def test_cifar_lns_recipe_is_stable_and_the_sum_is_not(tmp_path):
     result = json.loads(out.read_text())
     assert result["layers"] == 18 and result["warm_start"]["min_agreement"] >= 0.995, p.stdout
     runs = {(r["reduction"], r["alpha"]): r for r in result["runs"]}
-    assert set(runs) == {("mean", 1.0), ("mean", 5.0), ("sum", 1.0), ("sum", 5.0)}
-    for alpha in (1.0, 5.0):
-        mean = runs["mean", alpha]
-        assert len(mean["loss"]) == 30 and np.all(np.isfinite(mean["loss"])), p.stdout
-        assert is_stable(mean, result["layers"]), p.stdout
-        assert not is_stable(runs["sum", alpha], result["layers"]), p.stdout
+    assert set(runs) == {("mean", 1.0), ("sum", 1.0)}
+    mean = runs["mean", 1.0]
+    assert len(mean["loss"]) == 30 and np.all(np.isfinite(mean["loss"])), p.stdout
+    assert is_stable(mean, result["layers"]), p.stdout
+    assert not is_stable(runs["sum", 1.0], result["layers"]), p.stdout
     assert p.returncode == 1, p.stdout + p.stderr  # the sum runs are unstable
 
 

@@ -3,8 +3,9 @@
 Binarizers: ``float`` (the float reference: real activations, ``weight_binarizer="real"``),
 ``sign``, ``lns``, ``lns_bf16`` (LNS with ``mapping_dtype="bfloat16"``) and ``lns_ref`` (LNS with
 ``mapping_impl="reference"``, the mapping network before issue 11). Models: the repository's
-recipes (``resnet20``, ``birealnet18``), the peers' ResNet-20 (``resnet20_peer``) and any other
-model of :data:`bnnns.nn.models.MODELS` with its default options at ImageNet shapes.
+recipes (``resnet20``, ``birealnet18``), the peers' ResNet-20 (``resnet20_peer``), the default
+job's MNIST CNN (``mnist_cnn``: ``configs/mnist_lns.py``'s width 16, 28x28x1, 10 classes) and any
+other model of :data:`bnnns.nn.models.MODELS` with its default options at ImageNet shapes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import dataclasses
 import flax.linen as nn
 
 from bnnns.nn.models import MODELS as MODEL_ZOO
-from bnnns.nn.models import BinaryOptions, BiRealNet18, ResNet20
+from bnnns.nn.models import BinaryCNN, BinaryOptions, BiRealNet18, ResNet20
 
 __all__ = [
     "LR",
@@ -36,7 +37,7 @@ LR, MOMENTUM = 0.05, 0.9  # as the peers (/work/shared/peers/common.py)
 # reduction diverges to NaN within a few steps at lr 0.05 from a random (not warm-started) init;
 # 1e-6 keeps every benchmarked model finite over the timed steps.
 LNS_ALPHA = 1e-6
-MODELS = ("resnet20", "resnet20_peer", "birealnet18")  # and any name in bnnns.nn.models.MODELS
+MODELS = ("resnet20", "resnet20_peer", "birealnet18", "mnist_cnn")  # and any name in bnnns.nn.models.MODELS
 # lns_bf16: LNS with mapping_dtype="bfloat16"; lns_ref: LNS with mapping_impl="reference".
 BINARIZERS = ("float", "sign", "lns", "lns_bf16", "lns_ref")
 LNS_BINARIZERS = ("lns", "lns_bf16", "lns_ref")
@@ -45,6 +46,7 @@ DEFAULTS: dict[str, dict[str, tuple[int, int, int]]] = {
     "resnet20": {"full": (128, 32, 16), "quick": (128, 32, 16)},
     "resnet20_peer": {"full": (128, 32, 16), "quick": (128, 32, 16)},
     "birealnet18": {"full": (8, 224, 64), "quick": (2, 64, 16)},
+    "mnist_cnn": {"full": (128, 28, 16), "quick": (128, 28, 16)},
 }
 # A model of the zoo without a recipe here: ImageNet shapes (batch, image, width).
 ZOO_DEFAULTS = {"full": (8, 224, 64), "quick": (2, 64, 16)}
@@ -82,6 +84,8 @@ def binary_options(model: str, binarizer: str) -> BinaryOptions:
     elif model == "birealnet18":  # configs/imagenet_birealnet18_{pretrain,lns}.py
         ste = "identity" if lns else "clipped"
         opts = BinaryOptions(activation="approx_sign", weight_scale="channel", weight_ste=ste)
+    elif model == "mnist_cnn":  # configs/mnist_lns.py: the zoo's defaults (clipped STE)
+        opts = BinaryOptions()
     elif model in MODEL_ZOO:  # another model of the zoo: its own defaults
         opts = BinaryOptions()
     else:
@@ -107,6 +111,9 @@ def build(case: Case) -> tuple[nn.Module, tuple[int, int, int], int]:
     """``(model, image shape HWC, number of classes)`` of a case."""
     opts = binary_options(case.model, case.binarizer)
     shape = (case.image, case.image, 3)
+    if case.model == "mnist_cnn":
+        cnn = BinaryCNN(num_classes=10, width=case.width, binary=opts)
+        return cnn, (case.image, case.image, 1), 10
     if case.model == "birealnet18":
         return BiRealNet18(num_classes=1000, width=case.width, binary=opts), shape, 1000
     if case.model not in ("resnet20", "resnet20_peer"):  # the zoo's model at ImageNet shapes

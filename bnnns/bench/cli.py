@@ -8,9 +8,11 @@
     python -m bnnns.bench --mapping-ab          # birealnet18 mapping nets: new vs reference
     python -m bnnns.bench --costs               # mapping FLOPs / time share per model
     python -m bnnns.bench --gpu-step            # birealnet18 ImageNet step on an accelerator
+    python -m bnnns.bench --profile M:B         # per-XLA-op time of one step (bench.profile)
 
 Prints one JSON object per line (``kind``: ``step``, ``pair``, ``summary``, ``error``,
-``peer_run``, ``peer_summary``, ``target``, ``mapping_ab``, ``cost``, ``gpu_step``);
+``peer_run``, ``peer_summary``, ``target``, ``mapping_ab``, ``cost``, ``gpu_step``,
+``profile_op``, ``profile``);
 docs/bench.md explains every field. Each configuration runs in a fresh process (``--one``) so
 that its peak RSS is its own.
 """
@@ -54,6 +56,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpu-max-batch", type=int, default=4096, help="--gpu-step: search limit")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
     p.add_argument("--deploy", action="store_true", help="artifact size and predict speed")
+    p.add_argument("--profile", default=None, help="MODEL:BIN: per-XLA-op time of its step")
     a = p.parse_args(argv)
     if a.models is None:
         a.models = "birealnet18" if a.mapping_ab else "resnet20,birealnet18"
@@ -81,6 +84,18 @@ def _run_one(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_profile(args: argparse.Namespace) -> int:
+    """``--profile M:B``: per-op time of that case's step (:mod:`bnnns.bench.profile`)."""
+    from bnnns.bench.profile import profile_case
+
+    model, binarizer = args.profile.split(":")
+    batch, image, width = defaults(model, "quick" if args.quick else "full")
+    case = Case(model, binarizer, args.batch or batch, args.image or image, args.width or width)
+    for line in profile_case(case, args.warmup, args.steps):
+        emit(line, args.out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark the flags choose; returns the exit status."""
     args = parse_args(argv)
@@ -88,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bnnns.bench.deploy import run_deploy
 
         return run_deploy(args.quick, lambda obj: emit(obj, args.out))
+    if args.profile:
+        return _run_profile(args)
     if args.one:
         return _run_one(args)
     if args.peers:

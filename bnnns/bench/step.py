@@ -83,6 +83,7 @@ def prepare(case: Case) -> tuple[Callable[[], float], dict[str, Any], list[Any]]
         state_ref[0], metrics = compiled(state_ref[0], batch)
         return float(metrics["loss"])
 
+    step.compiled = compiled  # type: ignore[attr-defined]  # for bnnns.bench.profile
     t0 = time.perf_counter()
     info["loss_first"] = step()
     info["first_step_s"] = time.perf_counter() - t0
