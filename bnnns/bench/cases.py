@@ -37,7 +37,8 @@ LR, MOMENTUM = 0.05, 0.9  # as the peers (/work/shared/peers/common.py)
 # reduction diverges to NaN within a few steps at lr 0.05 from a random (not warm-started) init;
 # 1e-6 keeps every benchmarked model finite over the timed steps.
 LNS_ALPHA = 1e-6
-MODELS = ("resnet20", "resnet20_peer", "birealnet18", "mnist_cnn")  # and any name in bnnns.nn.models.MODELS
+# And any name in bnnns.nn.models.MODELS:
+MODELS = ("resnet20", "resnet20_peer", "birealnet18", "mnist_cnn")
 # lns_bf16: LNS with mapping_dtype="bfloat16"; lns_ref: LNS with mapping_impl="reference".
 BINARIZERS = ("float", "sign", "lns", "lns_bf16", "lns_ref")
 LNS_BINARIZERS = ("lns", "lns_bf16", "lns_ref")
