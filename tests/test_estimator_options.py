@@ -13,6 +13,7 @@ from helpers import tiny_config
 import bnnns
 from bnnns.core.estimators import sign
 from bnnns.core.losses import cross_entropy
+from bnnns.deploy import export
 from bnnns.errors import ConfigError
 from bnnns.train.config_checks import validate_config
 from bnnns.train.stage import build_model
@@ -86,6 +87,8 @@ def test_only_ede_layers_have_a_progress_and_the_step_needs_the_total():
     batch = {"image": x, "label": jnp.zeros(2, jnp.int32), "mask": jnp.ones(2)}
     with pytest.raises(ValueError, match="total_steps >= 1, got 0"):
         train_step(state, batch, model=model, tx=optax.sgd(1.0), alpha=0.0)
+    deployable = export.deployable_variables(model, {"params": params, **variables}, x, "none")
+    assert "progress" not in deployable  # training only: never in an artifact
 
 
 def test_nnx_ede_layer_reads_its_progress_like_linen():
