@@ -108,6 +108,8 @@ def test_layers_select_the_new_activation_estimators_by_name():
     )
     bits = jnp.where(w >= 0, 1, -1).astype(jnp.int8)  # the threshold is applied before the sign
     binary = {"bits": bits, "scale": jnp.ones(())}
+    a = jnp.median(x, axis=0)  # half of each channel's inputs flip sign against a = 0
+    assert bool(jnp.any(rsign(x, a) != bnnns.sign(x)))
     got = deployed.apply({"params": {"act_threshold": a}, "binary": binary}, x)
     np.testing.assert_array_equal(got, rsign(x, a) @ bits.astype(jnp.float32))
     validate_config(tiny_config(**{"binary.activation": "swish_sign"}))
