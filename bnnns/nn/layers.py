@@ -85,7 +85,13 @@ __all__ = [
 
 WEIGHT_BINARIZERS = ("sign", "lns", "real", "deployed")
 ACTIVATION_ESTIMATORS = (
-    *("ste_sign", "approx_sign", "swish_sign", "ede_sign", "rsign", "none", "relu"),
+    "ste_sign",
+    "approx_sign",
+    "swish_sign",
+    "ede_sign",
+    "rsign",
+    "none",
+    "relu",
 )
 SWISH_BETA = 5.0  # SwishSign's default beta (Larq's), the layers' ``swish_beta``
 WEIGHT_STES = ("identity", "clipped", "clip_grad", "ede")

@@ -174,8 +174,8 @@ def _check(owner: str, **options: Any) -> None:
         if name in allowed and value not in allowed[name]:
             raise ValueError(f"{owner}.{name} must be one of {allowed[name]}, got {value!r}")
     check_noise_rates(options["rho_pos"], options["rho_neg"])
-    if not float(options["swish_beta"]) > 0:
-        beta = options["swish_beta"]
+    beta = options["swish_beta"]
+    if not float(beta) > 0:
         raise ValueError(f"{owner}.swish_beta must be > 0 (SwishSign), got {beta!r}")
 
 
