@@ -69,7 +69,7 @@ RANDOM_MODELS = [  # name, kwargs, input shape, weight scale, activation, binari
     ("mlp", {"hidden": 13, "depth": 3}, (6, 6, 1), "none", "ste_sign", "sign"),
     ("cnn", {"width": 4}, (8, 8, 1), "layer", "none", "sign"),
     # ReActNet's RSign: the learned thresholds (perturbed off 0 below) before each sign
-    ("cnn", {"width": 4}, (8, 8, 1), "layer", "rsign", "sign"),
+    ("mlp", {"hidden": 13, "depth": 3}, (6, 6, 1), "channel", "rsign", "sign"),
     # LNS: the artifact holds sign(f_theta(W)), nothing of the mapping networks (Bi-Real and
     # AlexNet LNS cost minutes of CPU here: tests/test_deploy's mnist run exports the CNN's)
     pytest.param(

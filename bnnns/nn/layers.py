@@ -181,11 +181,10 @@ def set_progress(variables: Any, progress: jax.Array | float) -> dict:
     sets it without recompiling; ``variables`` without that collection come back unchanged.
 
     Example:
-        >>> import jax, jax.numpy as jnp, bnnns
+        >>> import jax.numpy as jnp
         >>> from bnnns.nn.layers import set_progress
-        >>> layer = bnnns.BinaryDense(2, activation="ede_sign")
-        >>> variables = layer.init(jax.random.key(0), jnp.ones((1, 3)))
-        >>> float(set_progress(variables, 0.5)["progress"]["progress"])
+        >>> variables = {"params": {}, "progress": {"Dense_0": {"progress": jnp.zeros(())}}}
+        >>> float(set_progress(variables, 0.5)["progress"]["Dense_0"]["progress"])
         0.5
     """
     if PROGRESS not in variables:
