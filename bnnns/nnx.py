@@ -16,7 +16,9 @@ from bnnns.nn.nnx_layers import (
     LabelAgreement,
     LNSLabels,
     MappingNet,
+    TrainingProgress,
     collect_aux_loss,
+    set_progress,
     to_linen_variables,
 )
 from bnnns.nn.nnx_models import BinaryMLP
@@ -33,6 +35,8 @@ __all__ = [
     "BinaryWeights",
     "LNSLabels",
     "DeployedWeights",
+    "TrainingProgress",
     "collect_aux_loss",
+    "set_progress",
     "to_linen_variables",
 ]

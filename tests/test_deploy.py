@@ -68,6 +68,8 @@ RANDOM_MODELS = [  # name, kwargs, input shape, weight scale, activation, binari
     ("alexnet_dorefa", {"width": 4}, (64, 64, 3), "layer", "ste_sign", "sign"),
     ("mlp", {"hidden": 13, "depth": 3}, (6, 6, 1), "none", "ste_sign", "sign"),
     ("cnn", {"width": 4}, (8, 8, 1), "layer", "none", "sign"),
+    # ReActNet's RSign: the learned thresholds (perturbed off 0 below) before each sign
+    ("mlp", {"hidden": 13, "depth": 3}, (6, 6, 1), "channel", "rsign", "sign"),
     # LNS: the artifact holds sign(f_theta(W)), nothing of the mapping networks (Bi-Real and
     # AlexNet LNS cost minutes of CPU here: tests/test_deploy's mnist run exports the CNN's)
     pytest.param(
@@ -93,6 +95,8 @@ def test_artifact_equals_eval_mode_on_random_inputs(
     )
     assert has_mapping == (binarizer == "lns")  # the check below can fail for LNS models only
     assert not any("mapping" in k for k in art.arrays)
+    if activation == "rsign":
+        assert any(k.endswith("act_threshold") for k in art.arrays)
     if inference.choose_kernel()[0] == "xnor":  # the default path is XNOR-popcount: vs int8
         ref = inference.predict(art, images, kernel="int8")
         np.testing.assert_allclose(got, ref, atol=1e-6, rtol=1e-6)

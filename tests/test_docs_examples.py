@@ -18,7 +18,7 @@ BLOCKS = _blocks("own_code.md")
 
 
 def test_own_code_has_its_examples():
-    assert len(BLOCKS) == 4
+    assert len(BLOCKS) == 5
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))

@@ -103,9 +103,15 @@ def test_layers_select_the_new_activation_estimators_by_name():
     grad = jax.grad(lambda x: jnp.sum(swish.apply({"params": {"kernel": w}}, x)))(x)
     want = jax.grad(lambda x: jnp.sum(swish_sign(x, 5.0) @ w))(x)
     np.testing.assert_allclose(grad, want, rtol=1e-6)
-    deployed = bnnns.BinaryDense(2, weight_binarizer="deployed", activation="rsign")
-    with pytest.raises(ValueError, match="'rsign' has no deployed form"):
-        deployed.init(jax.random.key(0), x)
+    deployed = bnnns.BinaryDense(
+        2, weight_binarizer="deployed", activation="rsign", weight_scale="none"
+    )
+    bits = jnp.where(w >= 0, 1, -1).astype(jnp.int8)  # the threshold is applied before the sign
+    binary = {"bits": bits, "scale": jnp.ones(())}
+    a = jnp.median(x, axis=0)  # half of each channel's inputs flip sign against a = 0
+    assert bool(jnp.any(rsign(x, a) != bnnns.sign(x)))
+    got = deployed.apply({"params": {"act_threshold": a}, "binary": binary}, x)
+    np.testing.assert_array_equal(got, rsign(x, a) @ bits.astype(jnp.float32))
     validate_config(tiny_config(**{"binary.activation": "swish_sign"}))
     with pytest.raises(ConfigError, match="binary.activation"):
         validate_config(tiny_config(**{"binary.activation": "ede"}))

@@ -20,8 +20,10 @@ OPTIONS = st.fixed_dictionaries(
     {
         "weight_binarizer": st.sampled_from(["sign", "lns", "real"]),
         "weight_scale": st.sampled_from(["none", "layer", "channel"]),
-        "weight_ste": st.sampled_from(["identity", "clipped"]),
-        "activation": st.sampled_from(["ste_sign", "approx_sign", "swish_sign", "rsign", "none"]),
+        "weight_ste": st.sampled_from(["identity", "clipped", "ede"]),
+        "activation": st.sampled_from(
+            ["ste_sign", "approx_sign", "swish_sign", "ede_sign", "rsign", "none"]
+        ),
         "cls_grad_to_w": st.sampled_from(["mapping", "straight"]),
         "labels": st.sampled_from(["current", "pretrained"]),
         "residual_mapping": st.booleans(),
@@ -70,6 +72,7 @@ def _pair(shape, options, seed=0):
             nnx.update(layer.mapping, jax.tree.map(noise, params))
         if options["activation"] == "rsign":
             layer.act_threshold[...] = jax.random.normal(jax.random.key(seed + 3), (shape["c_in"],))
+        bnx.set_progress(layer, 0.3)  # IR-Net's EDE (a no-op without it): t = 0.4, k = 2.5
         return layer
 
     return build(), twin, jax.random.normal(jax.random.key(seed + 2), x_shape)
@@ -131,6 +134,7 @@ CASES = [  # every LNS switch once, besides the drawn examples
         "auto",
         "mean",
     ),
+    ("dense", "sign", "none", "ede", "ede_sign", "mapping", "current", False, "auto", "mean"),
 ]
 
 
@@ -165,7 +169,7 @@ def _check_equal(shape, options):
 
 
 @pytest.mark.parametrize("kind", ["conv", "dense"])
-@pytest.mark.parametrize("activation", ["ste_sign", "none"])
+@pytest.mark.parametrize("activation", ["ste_sign", "rsign", "none"])
 def test_deployed_nnx_layers_equal_linen(kind, activation):
     shape = {"kind": kind, "c_in": 3, "c_out": 2, "size": 4, "ksize": 3, "stride": 1}
     options = {"weight_binarizer": "deployed", "weight_scale": "channel", "activation": activation}
@@ -173,8 +177,10 @@ def test_deployed_nnx_layers_equal_linen(kind, activation):
     bits = jnp.where(jax.random.normal(jax.random.key(3), layer.bits.shape) > 0, 1, -1)
     layer.bits[...] = bits.astype(jnp.int8)
     layer.scale[...] = jnp.abs(jax.random.normal(jax.random.key(4), layer.scale.shape))
+    if activation == "rsign":  # ReActNet's threshold, subtracted before the sign
+        layer.act_threshold[...] = jax.random.normal(jax.random.key(5), layer.act_threshold.shape)
     variables = bnx.to_linen_variables(layer)
-    assert set(variables) == {"binary"}
+    assert set(variables) == ({"binary", "params"} if activation == "rsign" else {"binary"})
     np.testing.assert_array_equal(layer(x), twin.apply(variables, x))
     if activation != "none":
         for got, want in zip(layer(x, True), twin.apply(variables, x, True), strict=True):

@@ -92,7 +92,11 @@ def probe_stability(
     pre_model = build_model(pretrain_config, classes, "pretrain")
     pre_tx = make_optimizer(pretrain_config.pretrain, steps_per_epoch)
     state = fresh_state(pre_model, pre_tx, jax.random.key(seed), dummy)
-    pre_step = jax.jit(functools.partial(train_step, model=pre_model, tx=pre_tx, alpha=0.0))
+    pre_step = jax.jit(  # total_steps: EDE's progress, when the config selects it
+        functools.partial(
+            train_step, model=pre_model, tx=pre_tx, alpha=0.0, total_steps=pretrain_steps
+        )
+    )
     for b in data(pretrain_steps, seed=seed):
         state, pre_metrics = pre_step(state, b)
     pretrain = {
@@ -121,7 +125,11 @@ def probe_stability(
         config = ConfigDict(lns_config.to_dict())
         config.lns.reduction = reduction
         model = build_model(config, classes, "lns")
-        step = jax.jit(lambda s, b, a, model=model: train_step(s, b, model=model, tx=tx, alpha=a))
+        step = jax.jit(
+            lambda s, b, a, model=model: train_step(
+                s, b, model=model, tx=tx, alpha=a, total_steps=steps
+            )
+        )
         for alpha in alphas:
             t0 = time.time()
             s, loss, aux = lns, [], []

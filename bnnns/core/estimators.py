@@ -28,7 +28,9 @@ derivative of ``k tanh(t x)``, with ``t`` and ``k`` moved over training by
 :func:`ede_schedule` (``t = T_min 10^(i/N log10(T_max/T_min))``, ``k = max(1/t, 1)``,
 ``T_min = 0.1``, ``T_max = 10``): from an identity-like STE to the sign. RSign (ReActNet, Liu
 et al. ECCV 2020): ``sign(x - alpha)`` with a learnable per-channel threshold ``alpha`` (the last
-axis), through ``approx_sign``'s surrogate.
+axis), through ``approx_sign``'s surrogate. The layers (:mod:`bnnns.nn.layers`) and the config
+select them by name: ``activation="swish_sign"`` (``swish_beta``), ``"ede_sign"``, ``"rsign"``;
+``weight_ste="ede"``; EDE's ``progress`` is the stage's ``step / total_steps``.
 
 Scale (D8, :func:`bnnns.weight_scale`): ``"layer"`` = one stop-gradient ``mean|W|`` per layer
 (DoReFa/CIFAR), ``"channel"`` = one per output channel (Bi-Real), ``"none"`` = 1.

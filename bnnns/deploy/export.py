@@ -34,7 +34,8 @@ from bnnns.deploy import artifact as artifact_lib
 __all__ = ["deployable_variables", "make_artifact", "export_state", "export_run", "main"]
 
 SEP = "/"
-DROPPED_COLLECTIONS = ("lns_labels",)  # D1 "pretrained" labels: training only
+# Training only: D1 "pretrained" labels, EDE's training progress (bnnns.nn.layers.PROGRESS).
+DROPPED_COLLECTIONS = ("lns_labels", "progress")
 
 
 def _path(keys) -> str:

@@ -23,6 +23,11 @@ weights:
   or XNOR-popcount on packed bits (``"xnor"``, :mod:`bnnns.core.xnor_conv`, the native CPU
   kernel; grouped convs stay ``int8``).
 
+IR-Net's EDE (``activation="ede_sign"``, ``weight_ste="ede"``) moves its ``(t, k)`` with the
+training progress ``i / N``: a scalar variable ``"progress"/"progress"`` of each such layer
+(created 0 by ``init``), which the train step sets from its step counter
+(:func:`set_progress`), so it enters the jitted step as an array, never a recompiling constant.
+
 Every binary layer sows its binary weights ``sign(.)`` (int8) into ``"binary_weights"`` under
 ``"kernel_sign"`` (not ``"kernel"``: Flax NNX's bridge flattens all collections into one
 namespace, where it would clash with the param); sow is a no-op unless that collection is
@@ -48,6 +53,8 @@ from bnnns.core.estimators import (
     DEFAULT_WEIGHT_STE,
     approx_sign,
     clip_grad_sign,
+    ede_schedule,
+    ede_sign,
     rsign,
     sign,
     ste_sign,
@@ -65,6 +72,9 @@ __all__ = [
     "binarize_activations",
     "collect_aux_loss",
     "drop_sown",
+    "set_progress",
+    "uses_progress",
+    "PROGRESS",
     "SOWN_COLLECTIONS",
     "WEIGHT_BINARIZERS",
     "ACTIVATION_ESTIMATORS",
@@ -74,9 +84,20 @@ __all__ = [
 ]
 
 WEIGHT_BINARIZERS = ("sign", "lns", "real", "deployed")
-ACTIVATION_ESTIMATORS = ("ste_sign", "approx_sign", "swish_sign", "rsign", "none", "relu")
-SWISH_BETA = 5.0  # SwishSign's beta for activation="swish_sign" (Larq's default)
-WEIGHT_STES = ("identity", "clipped", "clip_grad")
+ACTIVATION_ESTIMATORS = (
+    "ste_sign",
+    "approx_sign",
+    "swish_sign",
+    "ede_sign",
+    "rsign",
+    "none",
+    "relu",
+)
+SWISH_BETA = 5.0  # SwishSign's default beta (Larq's), the layers' ``swish_beta``
+WEIGHT_STES = ("identity", "clipped", "clip_grad", "ede")
+#: The collection (and variable name) of the training progress ``i / N`` that IR-Net's EDE
+#: (``activation="ede_sign"``, ``weight_ste="ede"``) reads; the train step sets it.
+PROGRESS = "progress"
 DEPLOYED_KERNELS = ("int8", "xnor")
 LABEL_SOURCES = ("current", "pretrained")
 REDUCTIONS = ("sum", "mean")
@@ -84,18 +105,29 @@ CLS_GRAD_PATHS = ("mapping", "straight")
 
 
 def binarize_activations(
-    x: jax.Array, estimator: str, clip: float = 1.0, threshold: jax.Array | None = None
+    x: jax.Array,
+    estimator: str,
+    clip: float = 1.0,
+    threshold: jax.Array | None = None,
+    *,
+    swish_beta: float = SWISH_BETA,
+    progress: jax.Array | None = None,
 ) -> jax.Array:
     """``B = sign(X)`` with the chosen estimator (Eq. 2; D9); ``"none"`` leaves X real and
     ``"relu"`` gives ``max(X, 0)`` (the float reference model, with ``weight_binarizer="real"``).
     ``"rsign"`` is ``sign(X - threshold)`` (ReActNet; the layer's learnable per-channel
-    ``act_threshold``)."""
+    ``act_threshold``); ``"swish_sign"`` uses ``swish_beta``; ``"ede_sign"`` is IR-Net's EDE at
+    ``(t, k) = ede_schedule(progress)``, ``progress = i / N`` of training (a traced scalar)."""
     if estimator == "ste_sign":
         return ste_sign(x, clip)
     if estimator == "approx_sign":
         return approx_sign(x)
     if estimator == "swish_sign":
-        return swish_sign(x, SWISH_BETA)
+        return swish_sign(x, swish_beta)
+    if estimator == "ede_sign":
+        if progress is None:
+            raise ValueError("activation 'ede_sign' needs the training progress (i / N)")
+        return ede_sign(x, *ede_schedule(progress))
     if estimator == "rsign":
         if threshold is None:
             raise ValueError("activation 'rsign' needs its threshold (the layer's act_threshold)")
@@ -133,6 +165,35 @@ def drop_sown(variables: Any) -> dict:
     return {k: v for k, v in variables.items() if k not in SOWN_COLLECTIONS}
 
 
+def uses_progress(activation: str, weight_ste: str | None, weight_binarizer: str) -> bool:
+    """Whether a layer with these options reads the training progress (IR-Net's EDE on its
+    activations or on its binary weights); deployed layers never do (their sign has no
+    gradient)."""
+    if weight_binarizer == "deployed":
+        return False
+    return activation == "ede_sign" or (weight_binarizer != "real" and weight_ste == "ede")
+
+
+def set_progress(variables: Any, progress: jax.Array | float) -> dict:
+    """``variables`` with every layer's training progress (collection :data:`PROGRESS`) set
+    to ``progress = i / N`` (step ``i`` of ``N`` in the stage): what IR-Net's EDE schedule
+    reads (:func:`bnnns.core.estimators.ede_schedule`). A traced scalar, so a jitted step
+    sets it without recompiling; ``variables`` without that collection come back unchanged.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from bnnns.nn.layers import set_progress
+        >>> variables = {"params": {}, "progress": {"Dense_0": {"progress": jnp.zeros(())}}}
+        >>> float(set_progress(variables, 0.5)["progress"]["Dense_0"]["progress"])
+        0.5
+    """
+    if PROGRESS not in variables:
+        return dict(variables)
+    value = jnp.asarray(progress, jnp.float32)
+    tree = jax.tree.map(lambda leaf: jnp.broadcast_to(value, leaf.shape), variables[PROGRESS])
+    return {**variables, PROGRESS: tree}
+
+
 def collect_aux_loss(lns_collection: Any) -> jax.Array:
     """Sum of every ``aux_loss`` sown in an ``"lns"`` collection: ``sum_i l~_i`` of Eq. 21.
 
@@ -168,6 +229,7 @@ class _BinaryWeights(nn.Module):
     mapping_dtype: str = "float32"
     mapping_impl: str = "auto"
     deployed_kernel: str = "int8"
+    swish_beta: float = SWISH_BETA
 
     def _check(self) -> None:
         checks = {
@@ -187,6 +249,26 @@ class _BinaryWeights(nn.Module):
                     f"{type(self).__name__}.{name} must be one of {allowed}, got {value!r}"
                 )
         check_noise_rates(self.rho_pos, self.rho_neg)
+        if not float(self.swish_beta) > 0:
+            raise ValueError(
+                f"{type(self).__name__}.swish_beta must be > 0 (SwishSign), got {self.swish_beta!r}"
+            )
+
+    def progress(self) -> jax.Array | None:
+        """The training progress ``i / N`` (variable :data:`PROGRESS`) when this layer uses
+        IR-Net's EDE, created as 0 by ``init``; else None."""
+        if not uses_progress(self.activation, self.weight_ste, self.weight_binarizer):
+            return None
+        if self.has_variable(PROGRESS, PROGRESS):
+            return self.get_variable(PROGRESS, PROGRESS)
+        if not self.is_mutable_collection(PROGRESS):
+            raise ValueError(
+                f"{type(self).__name__}: IR-Net's EDE reads the training progress from the "
+                f"variables' {PROGRESS!r} collection, which these variables lack: apply with "
+                "the variables init returned (bnnns.nn.layers.set_progress sets the progress)"
+            )
+        zeros = lambda: jnp.zeros((), jnp.float32)  # noqa: E731
+        return self.variable(PROGRESS, PROGRESS, zeros).value
 
     def resolved_weight_ste(self) -> str:
         """``weight_ste``, or the binarizer's default when None (:data:`DEFAULT_WEIGHT_STE`:
@@ -232,11 +314,13 @@ class _BinaryWeights(nn.Module):
 
     def _weight_sign(self, x: jax.Array) -> jax.Array:
         """``sign(x)`` with the weight STE of D2: ``"identity"`` (``g``), ``"clipped"``
-        (``g * 1{|x| <= weight_clip}``) or ``"clip_grad"`` (``clip(g, -c, c)``, Eq. 3 as
-        printed)."""
+        (``g * 1{|x| <= weight_clip}``), ``"clip_grad"`` (``clip(g, -c, c)``, Eq. 3 as
+        printed) or ``"ede"`` (IR-Net's EDE, ``g * k t (1 - tanh^2(t x))``)."""
         ste = self.resolved_weight_ste()
         if ste == "clip_grad":
             return clip_grad_sign(x, self.weight_clip)
+        if ste == "ede":  # IR-Net's EDE on the weights, at this step's (t, k)
+            return ede_sign(x, *ede_schedule(self.progress()))
         return ste_sign(x, None if ste == "identity" else self.weight_clip)
 
     def _cls_path(self, mapping: nn.Module, kernel: jax.Array, q_hat: jax.Array) -> jax.Array:
@@ -267,11 +351,11 @@ class _BinaryWeights(nn.Module):
         variables hold them (packed once per artifact, :mod:`bnnns.deploy.inference`), else
         packed from ``Q`` in the call; ``float_op`` is the real-input fallback
         (``activation="none"``). ``accumulate=True`` returns ``(acc, s)`` instead of their
-        product, for BN folding (:mod:`bnnns.core.binary_ops`).
+        product, for BN folding (:mod:`bnnns.core.binary_ops`). With ``activation="rsign"``
+        the learned ``act_threshold`` (a param of the artifact) is subtracted from ``X`` before
+        its sign, exactly as in training (ReActNet).
         """
         self._check()
-        if self.activation == "rsign":
-            raise ValueError(f"{type(self).__name__}: activation 'rsign' has no deployed form yet")
         bits = self.variable("binary", "bits", jnp.ones, shape, jnp.int8).value
         channel = self.weight_scale == "channel"
         scale_shape = (1,) * (len(shape) - 1) + (shape[-1],) if channel else ()
@@ -283,6 +367,8 @@ class _BinaryWeights(nn.Module):
                 raise ValueError(f"{type(self).__name__}: real inputs have no integer accumulator")
             return float_op(x.astype(dtype), bits.astype(dtype) * scale.astype(dtype))
         x = x.astype(dtype)
+        if self.activation == "rsign":  # ReActNet: the learned threshold, before the sign
+            x = x - self._act_threshold(x).astype(dtype)
         if packed:
             words = self.get_variable("binary", "xnor_words")
             wpop = self.get_variable("binary", "xnor_wpop")
@@ -293,13 +379,22 @@ class _BinaryWeights(nn.Module):
             return acc, scale
         return (acc.astype(jnp.float32) * scale).astype(dtype)
 
+    def _act_threshold(self, x: jax.Array) -> jax.Array:
+        """RSign's learnable per-channel threshold (param ``act_threshold``, init 0)."""
+        shape = (x.shape[-1],)
+        return self.param("act_threshold", nn.initializers.zeros, shape, jnp.float32)
+
     def activations(self, x: jax.Array) -> jax.Array:
         """``B`` of Eq. 2 by ``self.activation``; ``"rsign"`` learns ``act_threshold`` (C,)."""
-        threshold = None
-        if self.activation == "rsign":
-            shape = (x.shape[-1],)
-            threshold = self.param("act_threshold", nn.initializers.zeros, shape, jnp.float32)
-        return binarize_activations(x, self.activation, self.act_clip, threshold)
+        threshold = self._act_threshold(x) if self.activation == "rsign" else None
+        return binarize_activations(
+            x,
+            self.activation,
+            self.act_clip,
+            threshold,
+            swish_beta=self.swish_beta,
+            progress=self.progress(),
+        )
 
     def _noisy_labels(self, kernel: jax.Array) -> jax.Array:
         """``Q~`` of D1: ``sign(W)`` now (stop-gradient) or frozen signs of the initial W."""
@@ -318,15 +413,19 @@ class BinaryConv(_BinaryWeights):
       strides: ``(sh, sw)``.
       padding: ``"SAME"``, ``"VALID"`` or explicit pairs, as in ``lax.conv_general_dilated``.
       activation: ``"ste_sign"`` (clipped STE, D9), ``"approx_sign"`` (Bi-Real),
-        ``"swish_sign"`` (Larq's SwishSign, beta 5), ``"rsign"`` (ReActNet: a learnable
-        per-channel threshold, param ``act_threshold``; not deployable yet) or ``"none"``.
+        ``"swish_sign"`` (Larq's SwishSign, its ``swish_beta``, default 5), ``"ede_sign"``
+        (IR-Net's EDE, its ``(t, k)`` from the training progress, variable ``"progress"``,
+        :func:`set_progress`), ``"rsign"`` (ReActNet: a learnable per-channel threshold, param
+        ``act_threshold``, subtracted before the sign, deployed too) or ``"none"``.
+      swish_beta: SwishSign's ``beta`` (> 0; ``activation="swish_sign"`` only).
       act_clip: clip range of the activation STE.
       feature_group_count: grouped convolution (AlexNet's two-group convs, §6.2).
       weight_binarizer: ``"sign"``, ``"lns"`` (D2), ``"real"`` (the float reference: ``W`` as
         it is) or ``"deployed"`` (inference, §1.7).
       weight_scale: ``"none"``, ``"layer"`` or ``"channel"`` (D8).
-      weight_ste: ``"clipped"`` (``1{|.| <= weight_clip}``), ``"identity"`` or
-        ``"clip_grad"`` (the gradient value clipped to ``±weight_clip``, Eq. 3 as printed);
+      weight_ste: ``"clipped"`` (``1{|.| <= weight_clip}``), ``"identity"``,
+        ``"clip_grad"`` (the gradient value clipped to ``±weight_clip``, Eq. 3 as printed) or
+        ``"ede"`` (IR-Net's EDE at the training progress, as ``activation="ede_sign"``);
         ``None`` (default): the binarizer's (:data:`bnnns.core.estimators.DEFAULT_WEIGHT_STE`):
         ``"clipped"`` on ``q^`` for ``"lns"`` (D2), ``"identity"`` on ``W`` for ``"sign"``.
       rho_pos, rho_neg: noise rates of Eqs. 8-9 (D4). aux_reduction: ``"mean"`` (Eq. 16, D3

@@ -10,7 +10,9 @@
 What the linen layers sow, an NNX layer keeps as variables of its own types, filterable by type
 (``nnx.state(model, AuxLoss)``): :class:`AuxLoss` (``l~_i``, Eqs. 15-17), :class:`AuxFloor`,
 :class:`LabelAgreement` (all :data:`LNS`, the type ``nnx.bridge`` gives linen's ``"lns"``
-collection) and :data:`BinaryWeights` (``Q``, int8). Each call overwrites them.
+collection) and :data:`BinaryWeights` (``Q``, int8). Each call overwrites them. A layer with
+IR-Net's EDE keeps the training progress ``i / N`` as a :data:`TrainingProgress` variable,
+which the user's train step sets (:func:`set_progress`).
 :func:`collect_aux_loss` sums the auxiliary loss of native and bridged layers alike
 (Eq. 21: ``L = l_cls + alpha * collect_aux_loss(model)``).
 
@@ -28,7 +30,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bnnns.core.binary_ops import int_conv, int_dense, sign_int8
-from bnnns.core.estimators import DEFAULT_WEIGHT_STE, clip_grad_sign, sign, ste_sign
+from bnnns.core.estimators import (
+    DEFAULT_WEIGHT_STE,
+    clip_grad_sign,
+    ede_schedule,
+    ede_sign,
+    sign,
+    ste_sign,
+)
 from bnnns.core.losses import check_noise_rates, lns_loss, lns_loss_floor
 from bnnns.core.mapping import (
     CONV_IMPLS,
@@ -42,7 +51,7 @@ from bnnns.core.mapping import (
 from bnnns.core.metrics import sign_agreement
 from bnnns.core.scaling import SCALE_MODES, weight_scale
 from bnnns.nn import layers as linen_layers
-from bnnns.nn.layers import binarize_activations
+from bnnns.nn.layers import binarize_activations, uses_progress
 
 __all__ = [
     "BinaryConv",
@@ -55,7 +64,9 @@ __all__ = [
     "BinaryWeights",
     "LNSLabels",
     "DeployedWeights",
+    "TrainingProgress",
     "collect_aux_loss",
+    "set_progress",
     "to_linen_variables",
 ]
 
@@ -67,6 +78,8 @@ LNS = nnx.variable_type_from_name("lns", allow_register=True)
 BinaryWeights = nnx.variable_type_from_name("binary_weights", allow_register=True)
 LNSLabels = nnx.variable_type_from_name("lns_labels", allow_register=True)  # D1 "pretrained"
 DeployedWeights = nnx.variable_type_from_name("binary", allow_register=True)  # bits, scale
+#: The training progress ``i / N`` that IR-Net's EDE reads (linen's ``"progress"`` collection).
+TrainingProgress = nnx.variable_type_from_name(linen_layers.PROGRESS, allow_register=True)
 
 
 class AuxLoss(LNS):
@@ -101,7 +114,26 @@ _COLLECTIONS = {  # what inference and training state keep; the sown outputs are
     nnx.BatchStat: "batch_stats",
     LNSLabels: "lns_labels",
     DeployedWeights: "binary",
+    TrainingProgress: linen_layers.PROGRESS,
 }
+
+
+def set_progress(model: nnx.Module, progress: jax.Array | float) -> None:
+    """Set every :class:`TrainingProgress` of ``model`` (its EDE layers) to ``progress = i /
+    N``, in place: the NNX form of :func:`bnnns.nn.layers.set_progress` (call it in the jitted
+    train step with the step as an array; no recompilation).
+
+    Example:
+        >>> import jax.numpy as jnp, bnnns
+        >>> from flax import nnx
+        >>> layer = bnnns.nnx.BinaryDense(3, 2, activation="ede_sign", rngs=nnx.Rngs(0))
+        >>> bnnns.nnx.set_progress(layer, 0.25)
+        >>> float(layer.progress[...])
+        0.25
+    """
+    state = nnx.state(model, TrainingProgress)
+    value = jnp.asarray(progress, jnp.float32)
+    nnx.update(model, jax.tree.map(lambda leaf: jnp.broadcast_to(value, leaf.shape), state))
 
 
 def to_linen_variables(model: nnx.Module) -> dict[str, Any]:
@@ -142,6 +174,9 @@ def _check(owner: str, **options: Any) -> None:
         if name in allowed and value not in allowed[name]:
             raise ValueError(f"{owner}.{name} must be one of {allowed[name]}, got {value!r}")
     check_noise_rates(options["rho_pos"], options["rho_neg"])
+    beta = options["swish_beta"]
+    if not float(beta) > 0:
+        raise ValueError(f"{owner}.swish_beta must be > 0 (SwishSign), got {beta!r}")
 
 
 class _MappingConv(nnx.Module):
@@ -221,7 +256,7 @@ class MappingNet(nnx.Module):
 _OPTIONS = (
     *("weight_binarizer", "weight_scale", "weight_ste", "weight_clip", "activation", "act_clip"),
     *("rho_pos", "rho_neg", "aux_reduction", "labels", "residual_mapping", "cls_grad_to_w"),
-    *("mapping_dtype", "mapping_impl", "dtype"),
+    *("mapping_dtype", "mapping_impl", "dtype", "swish_beta"),
 )
 
 
@@ -248,6 +283,7 @@ class _BinaryLayer(nnx.Module):
         mapping_dtype: str = "float32",
         mapping_impl: str = "auto",
         deployed_kernel: str = "int8",
+        swish_beta: float = linen_layers.SWISH_BETA,
         kernel_init: Callable,
         dtype: Any = None,
         rngs: nnx.Rngs,
@@ -284,15 +320,17 @@ class _BinaryLayer(nnx.Module):
                 self.q_tilde = LNSLabels(sign(self.kernel[...]).astype(jnp.int8))
         if weight_binarizer != "real":
             self.kernel_sign = BinaryWeights(jnp.zeros(shape, jnp.int8))
-        if activation == "rsign":  # ReActNet's learnable per-channel threshold
-            if weight_binarizer == "deployed":
-                raise ValueError(f"{type(self).__name__}: 'rsign' has no deployed form yet")
+        if uses_progress(activation, weight_ste, weight_binarizer):  # IR-Net's EDE
+            self.progress = TrainingProgress(jnp.zeros((), jnp.float32))
+        if activation == "rsign":  # ReActNet's learnable per-channel threshold (deployed too)
             self.act_threshold = nnx.Param(jnp.zeros((in_features,), jnp.float32))
 
     def _weight_sign(self, x: jax.Array) -> jax.Array:
         """``sign(x)`` with the weight STE of D2, as the linen layer's ``_weight_sign``."""
         if self.weight_ste == "clip_grad":
             return clip_grad_sign(x, self.weight_clip)
+        if self.weight_ste == "ede":  # IR-Net's EDE at this step's (t, k)
+            return ede_sign(x, *ede_schedule(self.progress[...]))
         return ste_sign(x, None if self.weight_ste == "identity" else self.weight_clip)
 
     def binary_kernel(self) -> jax.Array:
@@ -327,7 +365,15 @@ class _BinaryLayer(nnx.Module):
         if self.weight_binarizer != "deployed":
             w = self.binary_kernel().astype(dtype)
             threshold = self.act_threshold[...] if self.activation == "rsign" else None
-            xb = binarize_activations(x.astype(dtype), self.activation, self.act_clip, threshold)
+            progress = self.progress[...] if hasattr(self, "progress") else None
+            xb = binarize_activations(
+                x.astype(dtype),
+                self.activation,
+                self.act_clip,
+                threshold,
+                swish_beta=self.swish_beta,
+                progress=progress,
+            )
             return op(xb, w)
         bits, scale = self.bits[...], self.scale[...]
         self.kernel_sign[...] = bits
@@ -335,7 +381,10 @@ class _BinaryLayer(nnx.Module):
             if accumulate:
                 raise ValueError(f"{type(self).__name__}: real inputs have no integer accumulator")
             return op(x.astype(dtype), bits.astype(dtype) * scale.astype(dtype))
-        acc = int_op(sign_int8(x.astype(dtype)), bits)
+        x = x.astype(dtype)
+        if self.activation == "rsign":  # ReActNet: the learned threshold, before the sign
+            x = x - self.act_threshold[...].astype(dtype)
+        acc = int_op(sign_int8(x), bits)
         if accumulate:
             return acc, scale
         return (acc.astype(jnp.float32) * scale).astype(dtype)

@@ -299,6 +299,8 @@ def validate_config(config: ConfigDict, process_count: int = 1) -> list[str]:
     _one_of(config, "binary.activation", ACTIVATION_ESTIMATORS)
     _number(config, "binary.weight_clip", low=0, low_open=True)
     _number(config, "binary.act_clip", low=0, low_open=True)
+    if "swish_beta" in config.binary:
+        _number(config, "binary.swish_beta", low=0, low_open=True)
     for stage in STAGES:  # unused stages too: a typo there fails now, not when it is used
         _check_optimization(config, stage)
     _number(config, "lns.warmup_lr", low=0, low_open=True)

@@ -58,10 +58,15 @@ def base_config() -> ConfigDict:
             # with activation "relu"); the lns stage always binarizes through the mapping (D2)
             "weight_binarizer": "sign",
             "weight_scale": "layer",  # D8: "none" | "layer" | "channel"
-            "weight_ste": DEFAULT_WEIGHT_STE["sign"],  # STE of sign(W) in pretrain/finetune
+            # STE of sign(W) in pretrain/finetune: "identity" | "clipped" | "clip_grad" |
+            # "ede" (IR-Net's EDE, its (t, k) from the stage's progress step / total steps)
+            "weight_ste": DEFAULT_WEIGHT_STE["sign"],
             "weight_clip": 1.0,
-            "activation": "ste_sign",  # D9: "ste_sign" | "approx_sign" | "none" | "relu"
+            # D9: "ste_sign" | "approx_sign" | "none" | "relu"; also "swish_sign" (Larq),
+            # "ede_sign" (IR-Net's EDE, scheduled over each stage) | "rsign" (ReActNet)
+            "activation": "ste_sign",
             "act_clip": 1.0,
+            "swish_beta": 5.0,  # SwishSign's beta (activation "swish_sign"), > 0
         }
     )
     # The LNS stage (D1-D7) and its optimization.
@@ -73,7 +78,8 @@ def base_config() -> ConfigDict:
             "rho_neg": 0.005,  # Eq. 9 (D4)
             "labels": "current",  # D1: "current" | "pretrained"
             # D2 (revised after measurement, docs/method.md): "clipped" (Eq. 3's STE on q^:
-            # the gradient passes where |q^| <= 1) | "identity" (DoReFa; the old default)
+            # the gradient passes where |q^| <= 1) | "identity" (DoReFa; the old default) |
+            # "clip_grad" | "ede" (IR-Net's EDE on q^, scheduled over the stage)
             "weight_ste": DEFAULT_WEIGHT_STE["lns"],  # "clipped", as the layers' default
             "reduction": "mean",  # D3: "mean" (Eq. 16, default) | "sum" (Eq. 17)
             "residual": False,  # D6 option

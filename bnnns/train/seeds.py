@@ -65,10 +65,12 @@ def unstack(tree: Any, s: int) -> Any:
     return jax.tree.map(lambda x: x[s], tree)
 
 
-def multi_seed_step(state: TrainState, batch: dict, *, model, tx, alpha: float):
+def multi_seed_step(
+    state: TrainState, batch: dict, *, model, tx, alpha: float, total_steps: int = 0
+):
     """:func:`~bnnns.train.steps.train_step` of every replica at once (leading seed axis of
     ``state``, ``batch`` and the metrics)."""
-    step = functools.partial(train_step, model=model, tx=tx, alpha=alpha)
+    step = functools.partial(train_step, model=model, tx=tx, alpha=alpha, total_steps=total_steps)
     return jax.vmap(step)(state, batch)
 
 
@@ -90,7 +92,13 @@ class SeedStages:
             mesh=mesh,
             enabled=runs[0].config.get("split_mapping", True),
         )
-        step = functools.partial(multi_seed_step, model=first.model, tx=first.tx, alpha=first.alpha)
+        step = functools.partial(
+            multi_seed_step,
+            model=first.model,
+            tx=first.tx,
+            alpha=first.alpha,
+            total_steps=first.total_steps,
+        )
         self.train_fn = jax.jit(split(step), donate_argnums=(0,), out_shardings=self.replicated)
 
     def batches(self, epoch: int, start_step: int):

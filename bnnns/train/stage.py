@@ -54,6 +54,7 @@ def build_model(config: ConfigDict, num_classes: int, stage: str):
         weight_clip=config.binary.weight_clip,
         activation=config.binary.activation,
         act_clip=config.binary.act_clip,
+        swish_beta=float(config.binary.get("swish_beta", 5.0)),
         rho_pos=config.lns.rho_pos,
         rho_neg=config.lns.rho_neg,
         aux_reduction=config.lns.reduction,
@@ -164,7 +165,15 @@ class Stage:
             sharding.with_split_mapping, mesh=run.mesh, enabled=config.get("split_mapping", True)
         )
         self.train_fn = jax.jit(
-            split(functools.partial(train_step, model=self.model, tx=self.tx, alpha=self.alpha)),
+            split(
+                functools.partial(
+                    train_step,
+                    model=self.model,
+                    tx=self.tx,
+                    alpha=self.alpha,
+                    total_steps=self.total_steps,  # EDE's progress i / N (none: unused)
+                )
+            ),
             donate_argnums=(0,),
             out_shardings=replicated,
         )

@@ -48,8 +48,9 @@ def transfer_pretrained(
             model_state["batch_stats"], pretrained.model_state["batch_stats"], "batch_stats"
         )
     if "lns_labels" in model_state:  # recompute sign(W) from the transferred kernels
+        others = {k: v for k, v in model_state.items() if k != "lns_labels"}  # e.g. progress
         _, labels = model.apply(
-            {"params": params, "batch_stats": model_state.get("batch_stats", {})},
+            {**others, "params": params},
             dummy_input,
             train=False,
             mutable=["lns_labels"],

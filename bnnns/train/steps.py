@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from bnnns.core.losses import cross_entropy
-from bnnns.nn.layers import collect_aux_loss
+from bnnns.nn.layers import PROGRESS, collect_aux_loss, set_progress
 
 __all__ = [
     "TrainState",
@@ -80,17 +80,31 @@ def train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
     alpha: float,
+    total_steps: int = 0,
 ) -> tuple[TrainState, dict[str, Any]]:
     """One SGD step on ``L = l_cls + alpha * sum_i l~_i`` (Eq. 21; Algorithm 1 lines 9-13).
 
     ``alpha`` multiplies whatever auxiliary losses the model's LNS layers sow (none for sign
-    models). Returns the new state and this step's metrics (batch means; per-layer LNS stats;
+    models). A model with IR-Net's EDE (a ``"progress"`` collection in ``model_state``) gets
+    the progress ``state.step / total_steps`` of its stage, an array computed here (IR-Net's
+    ``i / N``; :func:`bnnns.nn.layers.set_progress`); other models are untouched. Returns
+    the new state and this step's metrics (batch means; per-layer LNS stats;
     ``finite``: whether the loss and the whole new state are finite, checked here on device so
     that the loop can refuse to save a non-finite state without a host sync per step).
     """
 
+    model_state = dict(state.model_state)
+    if PROGRESS in model_state:
+        if total_steps < 1:
+            raise ValueError(
+                f"train_step: the model uses IR-Net's EDE, whose schedule needs the stage's "
+                f"total_steps >= 1, got {total_steps!r}"
+            )
+        progress = state.step.astype(jnp.float32) / total_steps
+        model_state = set_progress(model_state, progress)
+
     def loss_fn(params):
-        variables = {"params": params, **state.model_state}
+        variables = {"params": params, **model_state}
         logits, updates = model.apply(
             variables, batch["image"], train=True, mutable=list(MUTABLE_TRAIN)
         )
@@ -101,7 +115,6 @@ def train_step(
     grads, (logits, updates, ce, aux) = jax.grad(loss_fn, has_aux=True)(state.params)
     param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, param_updates)
-    model_state = dict(state.model_state)
     if "batch_stats" in updates:
         model_state["batch_stats"] = updates["batch_stats"]
     mask = batch["mask"]

@@ -23,7 +23,7 @@ class BinaryOptions:
     D2; ``"real"``: the latent weights as they are, the float reference; ``"deployed"`` for
     inference from an artifact, §1.7), ``weight_scale`` (D8),
     ``weight_ste`` (D2; None: the binarizer's default, clipped for LNS), ``weight_clip``,
-    ``activation`` and ``act_clip`` (D9),
+    ``activation`` and ``act_clip`` (D9; ``swish_beta`` for ``"swish_sign"``),
     ``rho_pos``/``rho_neg`` (D4), ``aux_reduction`` (D3), ``labels`` (D1),
     ``residual_mapping`` (D6), ``cls_grad_to_w`` (D14),
     ``mapping_dtype`` (the mapping networks' compute dtype), ``mapping_impl`` (their
@@ -46,6 +46,7 @@ class BinaryOptions:
     cls_grad_to_w: str = "mapping"
     mapping_impl: str = "auto"
     deployed_kernel: str = "int8"
+    swish_beta: float = 5.0
 
     @property
     def deployed(self) -> bool:
@@ -113,10 +114,13 @@ def norm_to_sign(
     Training and eval: exactly ``batch_norm(train, dtype)(layer(x))``. Deployed (§1.7): the BN
     is folded into a per-channel integer threshold on the layer's ``int32`` accumulator and
     the result is already the next layer's ``±1`` input (as ``dtype``), with no float
-    BatchNorm. The BN is created in the caller's scope, so its name is unchanged.
+    BatchNorm. The BN is created in the caller's scope, so its name is unchanged. With
+    ``activation="rsign"`` the BN stays float (deployed too): the next layer subtracts its
+    learned threshold from this output before its sign (ReActNet, docs/deploy.md).
     """
     norm = batch_norm(train, dtype)
-    if not binary.deployed or binary.activation == "none":  # real inputs: nothing to fold
+    # real inputs: nothing to fold; rsign: the next layer's threshold comes before its sign
+    if not binary.deployed or binary.activation in ("none", "rsign"):
         return norm(layer(x))
     acc, scale = layer(x, accumulate=True)
     return norm.sign_of_accumulator(acc, scale).astype(dtype or jnp.float32)
