@@ -42,19 +42,25 @@ def _path(keys) -> str:
 
 
 def deployable_variables(
-    model: nn.Module, variables: dict, dummy_input: jax.Array, scale_mode: str
+    model: nn.Module,
+    variables: dict,
+    dummy_input: jax.Array,
+    scale_mode: str,
+    sown: dict | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """What inference needs, flat by ``"a/b/c"`` paths, as numpy.
 
     Returns ``{"params": real params, "batch_stats": ..., "binary": {"<layer>/bits": int8 ±1
     (the kernel shape), "<layer>/scale": float32 (D8)}}``: the binary weights the model computes
     with (sown by every binary layer, :mod:`bnnns.nn.layers`), never the latent kernels nor any
-    parameter under a ``mapping`` scope.
+    parameter under a ``mapping`` scope. ``sown``: the ``binary_weights`` collection of an
+    eval-mode apply already run (else one is run on ``dummy_input``).
     """
-    sown = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["binary_weights"])[1])
-    cols = sown(variables, dummy_input)
+    if sown is None:
+        apply = lambda v, x: model.apply(v, x, train=False, mutable=["binary_weights"])[1]  # noqa: E731
+        sown = jax.jit(apply)(variables, dummy_input)["binary_weights"]
     bits = {}
-    for keys, leaf in jax.tree_util.tree_flatten_with_path(cols["binary_weights"])[0]:
+    for keys, leaf in jax.tree_util.tree_flatten_with_path(sown)[0]:
         bits[_path(keys[:-2])] = np.asarray(leaf, np.int8)  # drop (BINARY_WEIGHTS_KEY, tuple index)
     flat_params = traverse_util.flatten_dict(variables["params"])
     params = {SEP.join(k): np.asarray(v) for k, v in flat_params.items()}
