@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
-from helpers import tiny_config
+from helpers import build_once, tiny_config
 
 from bnnns.data import batch_iterator
 from bnnns.deploy import artifact, export, inference, predict
@@ -326,8 +326,10 @@ def test_lns_predict_equals_eval_mode_and_never_builds_a_mapping_network(
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory):
     config = tiny_config(**{"pretrain.epochs": 1, "lns.epochs": 1, "lns.warmup_steps": 50})
-    workdir = str(tmp_path_factory.mktemp("run"))
-    return config, workdir, train_and_evaluate(config, workdir)
+    workdir = build_once(
+        tmp_path_factory, "deploy-mnist", lambda d: train_and_evaluate(config, str(d))
+    )
+    return config, str(workdir), json.loads((workdir / "summary.json").read_text())
 
 
 def _eval_logits(config, workdir, stage):

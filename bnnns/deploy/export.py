@@ -155,11 +155,18 @@ def export_run(workdir: str, out: str, stage: str | None = None) -> tuple[int, d
     (``config.json``, ``dataset.json``, the checkpoints), never the training data."""
     from bnnns.train.train_lib import restore_stage, run_info
 
+    if not os.path.exists(workdir):
+        raise FileNotFoundError(f"run directory {workdir!r} does not exist")
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"{workdir!r} is a file, not a run directory (of train.py)")
     config_path = os.path.join(workdir, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{workdir!r} is not a run directory: no config.json")
     with open(config_path) as f:
-        config = ConfigDict(json.load(f))
+        try:
+            config = ConfigDict(json.load(f))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{config_path}: not a readable config ({e})") from None
     available = _stages_with_checkpoints(config, workdir)
     if stage is None:
         if not available:
@@ -206,10 +213,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not os.path.isdir(run_dir):
             print(f"error: --seed {args.seed}: {run_dir} does not exist", file=sys.stderr)
             return 2
+    if os.path.isdir(args.out):  # before the restore: say it at once
+        print(
+            f"error: --out {args.out} is a directory; give the .bnn file to write", file=sys.stderr
+        )
+        return 2
     try:
         size, header = export_run(run_dir, args.out, args.stage)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the artifact's folder cannot be made or written
+        print(f"error: --out {args.out}: cannot write it ({e.strerror or e})", file=sys.stderr)
         return 2
     n_bin = len(header["binary_layers"])
     print(
