@@ -52,7 +52,7 @@ LEARNING_RATE, MOMENTUM = 1e-3, 0.9
 # -- pytest side ------------------------------------------------------------------------------
 
 
-def _worker(mode: str, out: str, *args: str, timeout: float = 420) -> dict:
+def _worker(mode: str, out: str, *args: str, timeout: float = 600) -> dict:
     # no LLVM optimisation: compiles ~10x faster; both sides of every comparison use it
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
     env.pop("JAX_NUM_CPU_DEVICES", None)
