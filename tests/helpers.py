@@ -1,4 +1,8 @@
-"""Small configs for fast training tests."""
+"""Small configs for fast training tests; expensive fixtures built once per test run."""
+
+import fcntl
+import os
+import shutil
 
 from bnnns.train.default_config import base_config
 
@@ -25,3 +29,23 @@ def tiny_config(**overrides):
             node = node[p]
         node[leaf] = value
     return c
+
+
+def build_once(tmp_path_factory, name, build):
+    """The directory ``name``, filled by ``build(path)`` once per test run, not once per xdist
+    worker: the workers of one run share the parent of their base temporary directories
+    (pytest-xdist's recipe), and the first to ask builds it under an exclusive ``flock`` while
+    the others wait and then read it. What it holds is read-only for the tests (copy it to
+    change it). A build that fails leaves no result: the next worker tries again, and fails
+    with its own traceback."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    target, done = shared / f"once-{name}", shared / f"once-{name}.done"
+    with open(shared / f"once-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            build(target)
+            done.touch()
+    return target

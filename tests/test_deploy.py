@@ -5,15 +5,17 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_config
+from flax import traverse_util
+from helpers import build_once, tiny_config
 
 from bnnns.data import batch_iterator
 from bnnns.deploy import artifact, export, inference, predict
-from bnnns.nn.layers import drop_sown
+from bnnns.nn.layers import BinaryConv, BinaryDense, drop_sown
 from bnnns.nn.models import BinaryOptions, create_model
 from bnnns.train.train_lib import build_model, load_data, restore_stage, train_and_evaluate
 
@@ -33,28 +35,87 @@ def _header(name, kwargs, shape, scale="layer", activation="ste_sign"):
     }
 
 
-def _random_model_artifact(name, kwargs, shape, binarizer, scale="layer", activation="ste_sign"):
-    """A randomly initialised model (BN statistics perturbed, some BN gammas negative), its
-    variables, and its artifact after a bytes round trip."""
+def _random_variables(model, x, seed=1):
+    """Random values for every variable of ``model``, shaped by ``jax.eval_shape`` (a jitted
+    init of an LNS model compiles for half a minute): kernels ``N(0, 1 / fan_in)``; scales and
+    PReLU slopes ``1 + N(0, 0.25)`` (some negative, so folding meets both directions); variances
+    ``|1 + N(0, 0.25)|``; BatchNorm means and biases ``N(0, 0.01)``, near the middle of the
+    values the layers before them give (larger offsets decide the head's argmax alone)."""
+    abstract = drop_sown(jax.eval_shape(lambda k: model.init(k, x), jax.random.key(0)))
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, s):
+        name = str(getattr(path[-1], "key", path[-1]))
+        if len(s.shape) >= 2:
+            return (rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1]))).astype(s.dtype)
+        noise = 0.5 * rng.normal(size=s.shape)
+        if name == "var":
+            noise = np.abs(1 + noise)
+        elif name in ("scale", "slope"):
+            noise = 1 + noise
+        else:  # means, biases: near the middle of what the layers' outputs take
+            noise = 0.2 * noise
+        return noise.astype(s.dtype)
+
+    return jax.tree_util.tree_map_with_path(leaf, abstract)
+
+
+def _zoo_case(name, kwargs, shape, binarizer, scale="layer", activation="ste_sign", seed=1):
+    """A random model (:func:`_random_variables`), its artifact after a bytes round trip, 6
+    random images and the model's eval-mode logits on them: one jitted apply gives the logits
+    and the binary weights the artifact packs."""
     options = BinaryOptions(weight_binarizer=binarizer, weight_scale=scale, activation=activation)
     model = create_model(name, num_classes=10, binary=options, **kwargs)
-    x = jnp.zeros((1, *shape))
-    variables = drop_sown(jax.jit(lambda k: model.init(k, x))(jax.random.key(1)))
-    leaves, tree = jax.tree_util.tree_flatten(variables)
-    keys = jax.random.split(jax.random.key(2), len(leaves))
-    noisy = [
-        leaf + 0.5 * jax.random.normal(k, leaf.shape) if leaf.ndim == 1 else leaf
-        for leaf, k in zip(leaves, keys, strict=True)
-    ]
-    variables = jax.tree_util.tree_unflatten(tree, noisy)
-    variables["batch_stats"] = jax.tree.map(jnp.abs, variables["batch_stats"])  # var >= 0
-    deployable = export.deployable_variables(model, variables, x, scale)
+    variables = _random_variables(model, jnp.zeros((1, *shape)), seed)
+    images = jax.random.normal(jax.random.key(3), (6, *shape))
+    apply = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["binary_weights"]))
+    want, sown = apply(variables, images)
+    deployable = export.deployable_variables(
+        model, variables, images, scale, sown=sown["binary_weights"]
+    )
     art = export.make_artifact(deployable, _header(name, kwargs, shape, scale, activation))
-    return model, variables, artifact.from_bytes(artifact.to_bytes(art))
+    return model, variables, artifact.from_bytes(artifact.to_bytes(art)), images, want
 
 
-RANDOM_MODELS = [  # name, kwargs, input shape, weight scale, activation, binarizer
-    ("resnet20", {"width": 4}, (8, 8, 3), "layer", "ste_sign", "sign"),
+def _random_model_artifact(name, kwargs, shape, binarizer, seed=1):
+    """A random model, its variables, and its artifact after a bytes round trip."""
+    return _zoo_case(name, kwargs, shape, binarizer, seed=seed)[:3]
+
+
+def _norm_sites(art):
+    """Every BatchNorm the deployed network of ``art`` runs -> the binary layer whose int32
+    sums it folds into a threshold, or ``None`` where it computes in float; traced only
+    (``jax.eval_shape``), under flax's method interception."""
+    model = inference.deployed_model(art, "int8")
+    variables = inference.deployed_variables(art, "int8")
+    sites, accumulated = {}, []
+
+    def record(next_fun, args, kwargs, context):
+        module, method = context.module, context.method_name
+        path = "/".join(module.scope.path)
+        if isinstance(module, BinaryConv | BinaryDense) and kwargs.get("accumulate"):
+            accumulated.append(path)
+        elif isinstance(module, nn.BatchNorm) and method == "sign_of_accumulator":
+            assert path not in sites, path
+            sites[path] = accumulated.pop()
+        elif isinstance(module, nn.BatchNorm) and method == "__call__":
+            assert path not in sites, path
+            sites[path] = None
+        return next_fun(*args, **kwargs)
+
+    x = jnp.zeros((1, *art.header["input_shape"]))
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
+    assert not accumulated, accumulated  # every accumulator went to a BatchNorm's threshold
+    return sites
+
+
+# name, kwargs, input shape, weight scale, activation, binarizer, the binary layers whose
+# BatchNorm folds into an integer threshold (of the header's list, in model order; docs/deploy.md)
+FOLD_ALL_BUT_LAST = lambda layers: layers[:-1]  # noqa: E731
+FOLD_NONE = lambda layers: []  # noqa: E731
+RANDOM_MODELS = [
+    ("resnet20", {"width": 4}, (8, 8, 3), "layer", "ste_sign", "sign", FOLD_NONE),
     (
         "resnet20",
         {"width": 4, "block": "classic", "shortcut": "B"},
@@ -62,31 +123,79 @@ RANDOM_MODELS = [  # name, kwargs, input shape, weight scale, activation, binari
         "layer",
         "ste_sign",
         "sign",
+        lambda layers: layers[0::2],  # each block's first conv (conv1 -> BN -> conv2)
     ),
-    ("birealnet18", {"width": 4}, (32, 32, 3), "channel", "approx_sign", "sign"),
-    ("resnet18_dorefa", {"width": 4}, (32, 32, 3), "layer", "ste_sign", "sign"),
-    ("alexnet_dorefa", {"width": 4}, (64, 64, 3), "layer", "ste_sign", "sign"),
-    ("mlp", {"hidden": 13, "depth": 3}, (6, 6, 1), "none", "ste_sign", "sign"),
-    ("cnn", {"width": 4}, (8, 8, 1), "layer", "none", "sign"),
-    # ReActNet's RSign: the learned thresholds (perturbed off 0 below) before each sign
-    ("mlp", {"hidden": 13, "depth": 3}, (6, 6, 1), "channel", "rsign", "sign"),
-    # LNS: the artifact holds sign(f_theta(W)), nothing of the mapping networks (Bi-Real and
-    # AlexNet LNS cost minutes of CPU here: tests/test_deploy's mnist run exports the CNN's)
+    ("birealnet18", {"width": 4}, (32, 32, 3), "channel", "approx_sign", "sign", FOLD_NONE),
+    (
+        "resnet18_dorefa",
+        {"width": 4},
+        (32, 32, 3),
+        "layer",
+        "ste_sign",
+        "sign",
+        lambda layers: layers[0::2],
+    ),
+    (
+        "alexnet_dorefa",
+        {"width": 4},
+        (64, 64, 3),
+        "layer",
+        "ste_sign",
+        "sign",
+        lambda layers: [n for n in layers if n != "fc1"],  # conv1-conv4, fc0
+    ),
+    ("mlp", {"hidden": 13, "depth": 3}, (6, 6, 1), "none", "ste_sign", "sign", FOLD_ALL_BUT_LAST),
+    ("cnn", {"width": 4}, (8, 8, 1), "layer", "none", "sign", FOLD_NONE),  # real inputs
+    # ReActNet's RSign: the learned thresholds (perturbed off 0 below) before each sign; an
+    # RSign model folds no BatchNorm (docs/deploy.md)
+    ("mlp", {"hidden": 13, "depth": 3}, (6, 6, 1), "channel", "rsign", "sign", FOLD_NONE),
+    # LNS: the artifact holds sign(f_theta(W)), nothing of the mapping networks; AlexNet's fc
+    # layers keep plain sign (Q10). Smallest inputs the models take (Bi-Real: 32x32 reaches
+    # 1x1 in stage 4; AlexNet: 44x44 leaves 3x3 for its last VALID pool).
     pytest.param(
-        "resnet20", {"width": 4}, (8, 8, 3), "layer", "ste_sign", "lns", marks=pytest.mark.slow
+        "resnet20",
+        {"width": 4},
+        (8, 8, 3),
+        "layer",
+        "ste_sign",
+        "lns",
+        FOLD_NONE,
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(
+        "birealnet18",
+        {"width": 2},
+        (32, 32, 3),
+        "channel",
+        "approx_sign",
+        "lns",
+        FOLD_NONE,
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(
+        "alexnet_dorefa",
+        {"width": 4},
+        (44, 44, 3),
+        "layer",
+        "ste_sign",
+        "lns",
+        lambda layers: [n for n in layers if n != "fc1"],
+        marks=pytest.mark.slow,
     ),
 ]
 
 
-@pytest.mark.parametrize("name,kwargs,shape,scale,activation,binarizer", RANDOM_MODELS)
+@pytest.mark.parametrize("name,kwargs,shape,scale,activation,binarizer,folds", RANDOM_MODELS)
 def test_artifact_equals_eval_mode_on_random_inputs(
-    name, kwargs, shape, scale, activation, binarizer
+    name, kwargs, shape, scale, activation, binarizer, folds
 ):
-    model, variables, art = _random_model_artifact(
+    """Packed predict equals the float eval-mode logits (identical argmax); the artifact's
+    header lists each binary layer as a conv or dense of its kernel's shape; the BatchNorms
+    that fold into integer thresholds are exactly those after a binary layer whose output only
+    feeds the next sign, every other BatchNorm of the artifact runs in float."""
+    model, variables, art, images, want = _zoo_case(
         name, kwargs, shape, binarizer, scale, activation
     )
-    images = jax.random.normal(jax.random.key(3), (6, *shape))
-    want = model.apply(variables, images, train=False)
     got = inference.predict(art, images)
     np.testing.assert_array_equal(np.argmax(got, -1), np.argmax(want, -1))
     np.testing.assert_allclose(got, want, atol=LOGIT_ATOL, rtol=1e-5)
@@ -100,6 +209,50 @@ def test_artifact_equals_eval_mode_on_random_inputs(
     if inference.choose_kernel()[0] == "xnor":  # the default path is XNOR-popcount: vs int8
         ref = inference.predict(art, images, kernel="int8")
         np.testing.assert_allclose(got, ref, atol=1e-6, rtol=1e-6)
+
+    # the header: version, and each binary layer a conv (kh, kw, c_in, c_out) or a dense
+    # (c_in, c_out) of its latent kernel's shape, packed along c_in
+    data = artifact.to_bytes(art)
+    assert data[:8] == artifact.MAGIC
+    assert int.from_bytes(data[8:12], "little") == artifact.FORMAT_VERSION
+    flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(variables["params"]).items()}
+    layers = art.header["binary_layers"]
+    for layer, spec in layers.items():
+        assert spec["shape"] == list(flat[f"{layer}/kernel"].shape), layer
+        assert len(spec["shape"]) in (2, 4) and spec["packed_axis"] == len(spec["shape"]) - 2
+    if name == "alexnet_dorefa":  # Q10: fc layers plain sign(W), no mapping, also under LNS
+        assert {k.split("/")[0] for k in flat if "mapping" in k.split("/")} == (
+            {"conv1", "conv2", "conv3", "conv4"} if binarizer == "lns" else set()
+        )
+        for fc in ("fc0", "fc1"):
+            bits = inference.deployed_variables(art)["binary"][fc]["bits"]
+            np.testing.assert_array_equal(bits, np.where(flat[f"{fc}/kernel"] >= 0, 1, -1))
+
+    # BatchNorm folding, from the artifact's own lists: its BatchNorms and binary layers
+    norms = {k[len("batch_stats/") : -len("/mean")] for k in art.arrays if k.endswith("/mean")}
+    sites = _norm_sites(art)
+    assert set(sites) == norms  # each of the artifact's BatchNorms runs once, folded or not
+    order = [n for n in sites.values() if n is not None]
+    expected = folds([n for n in _model_order(model, variables, images) if n in layers])
+    assert order == expected, (order, expected)
+
+
+def _model_order(model, variables, images):
+    """The binary layers' paths in the order the (eval-mode) model calls them."""
+    order = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, BinaryConv | BinaryDense) and (
+            context.method_name == "__call__"
+        ):
+            path = "/".join(context.module.scope.path)
+            if path not in order:
+                order.append(path)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
+    return order
 
 
 def _eqns(jaxpr):
@@ -132,7 +285,7 @@ def test_deployed_binary_layers_compute_in_int8_with_int32_sums(cnn_artifacts):
 @pytest.fixture(scope="module")
 def cnn_artifacts():
     args = ("cnn", {"width": 4}, (8, 8, 1))
-    return {b: _random_model_artifact(*args, b) for b in ("sign", "lns")}
+    return {b: _random_model_artifact(*args, b, seed=2) for b in ("sign", "lns")}  # 9 classes
 
 
 def test_lns_artifact_is_the_sign_artifact_size_and_has_no_mapping(cnn_artifacts):
@@ -144,6 +297,7 @@ def test_lns_artifact_is_the_sign_artifact_size_and_has_no_mapping(cnn_artifacts
         k: v.shape for k, v in sign_art.arrays.items()
     }
     assert len(artifact.to_bytes(lns_art)) == len(artifact.to_bytes(sign_art))
+    assert lns_art.header == sign_art.header  # model, options, binary layers' kinds and shapes
     # 3 binary 3x3 convs: 1 bit per weight, 8 per byte along c_in, and one float scale each
     layers = lns_art.header["binary_layers"]
     assert len(layers) == 3
@@ -159,7 +313,7 @@ def test_lns_predict_equals_eval_mode_and_never_builds_a_mapping_network(
 ):
     model, variables, art = cnn_artifacts["lns"]
     images = jax.random.normal(jax.random.key(3), (6, 8, 8, 1))
-    want = model.apply(variables, images, train=False)  # computes sign(f_theta(W))
+    want = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)  # f_theta
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a mapping network was built at inference")
@@ -176,8 +330,10 @@ def test_lns_predict_equals_eval_mode_and_never_builds_a_mapping_network(
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory):
     config = tiny_config(**{"pretrain.epochs": 1, "lns.epochs": 1, "lns.warmup_steps": 50})
-    workdir = str(tmp_path_factory.mktemp("run"))
-    return config, workdir, train_and_evaluate(config, workdir)
+    workdir = build_once(
+        tmp_path_factory, "deploy-mnist", lambda d: train_and_evaluate(config, str(d))
+    )
+    return config, str(workdir), json.loads((workdir / "summary.json").read_text())
 
 
 def _eval_logits(config, workdir, stage):
@@ -227,11 +383,15 @@ def test_exported_run_predicts_like_eval_mode_on_full_mnist(mnist_run, stage, tm
 @pytest.mark.slow
 def test_lns_and_sign_exports_of_one_run_have_equal_size(mnist_run, tmp_path):
     _, workdir, _ = mnist_run
-    sizes = {}
+    sizes, headers = {}, {}
     for stage in ("pretrain", "lns"):
         export.export_run(workdir, str(tmp_path / stage), stage)
-        sizes[stage] = artifact.read(tmp_path / stage).body_bytes
+        art = artifact.read(tmp_path / stage)
+        sizes[stage], headers[stage] = art.body_bytes, art.header
+        assert headers[stage].pop("source")["stage"] == stage
     assert sizes["pretrain"] == sizes["lns"]
+    assert headers["pretrain"] == headers["lns"]  # only the source differs (docs/deploy.md)
+    assert [len(s["shape"]) for s in headers["lns"]["binary_layers"].values()] == [4, 4, 4]
     ckpt = os.path.join(workdir, "checkpoints", "lns")
     assert os.path.isdir(ckpt)
 

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from helpers import tiny_config
+from helpers import build_once, tiny_config
 
 from bnnns.data import load_dataset
 from bnnns.data.npz import SparseLabelsWarning
@@ -43,9 +43,9 @@ class Crash(Exception):
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     """The uninterrupted run every fault is compared with (read-only: copy it to change it)."""
-    workdir = tmp_path_factory.mktemp("straight")
-    train_and_evaluate(config(), str(workdir))
-    return workdir
+    return build_once(
+        tmp_path_factory, "faults-straight", lambda d: train_and_evaluate(config(), str(d))
+    )
 
 
 def copy_run(source, tmp_path):

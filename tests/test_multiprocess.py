@@ -24,6 +24,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from helpers import build_once
 
 from bnnns.train.default_config import load_config_file
 from bnnns.train.metric_writer import read_metrics
@@ -121,9 +122,7 @@ def _wait(procs) -> list:
     return codes
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("multiprocess")
+def _build_runs(tmp) -> None:
     two, single = str(tmp / "two"), str(tmp / "single")
     procs = _launch_two(two, [str(tmp / f"process{i}.log") for i in (0, 1)])
     procs.append(
@@ -132,7 +131,14 @@ def runs(tmp_path_factory):
     codes = _wait(procs)
     logs = {name: (tmp / f"{name}.log").read_text() for name in ("process0", "process1", "single")}
     assert codes == [0, 0, 0], (codes, {k: v[-3000:] for k, v in logs.items()})
-    return {"two": two, "single": single, "logs": logs}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The two-process and the single-process run, once per test run (read-only)."""
+    tmp = build_once(tmp_path_factory, "multiprocess", _build_runs)
+    logs = {name: (tmp / f"{name}.log").read_text() for name in ("process0", "process1", "single")}
+    return {"two": str(tmp / "two"), "single": str(tmp / "single"), "logs": logs}
 
 
 def _config(**extra):

@@ -44,6 +44,7 @@ GLOBAL_BATCH = 64
 # gradient that is 0 in exact arithmetic (the biases of the mapping convs in front of
 # FilterBankNorm) into a full +-lr step.
 RTOL, ATOL = 1e-5, 1e-6
+EVAL_IMAGES, EVAL_BATCH = 1001, 100  # neither divides the other nor the 8 devices
 SUMMAND_FACTOR = 4
 LEARNING_RATE, MOMENTUM = 1e-3, 0.9
 
@@ -51,7 +52,7 @@ LEARNING_RATE, MOMENTUM = 1e-3, 0.9
 # -- pytest side ------------------------------------------------------------------------------
 
 
-def _worker(mode: str, out: str, *args: str, timeout: float = 420) -> dict:
+def _worker(mode: str, out: str, *args: str, timeout: float = 600) -> dict:
     # no LLVM optimisation: compiles ~10x faster; both sides of every comparison use it
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
     env.pop("JAX_NUM_CPU_DEVICES", None)
@@ -70,8 +71,12 @@ def _worker(mode: str, out: str, *args: str, timeout: float = 420) -> dict:
 
 @pytest.fixture(scope="module")
 def eight_devices(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("sharding") / "result.json")
-    return _worker("worker", out)
+    sys.path.insert(0, HERE)
+    from helpers import build_once
+
+    built = build_once(tmp_path_factory, "sharding", lambda d: _worker("worker", str(d / "r.json")))
+    with open(built / "r.json") as f:
+        return json.load(f)
 
 
 def test_worker_really_had_8_devices(eight_devices):
@@ -106,6 +111,26 @@ def test_split_mapping_matches_replicated(eight_devices):
     lowered = eight_devices["mapping_lowering"]
     assert lowered["split_constrains_data_axis"] and not lowered["replicated_constrains"]
     assert all(eight_devices["mapping_uneven_split_ok"].values()), eight_devices
+
+
+def test_padded_evaluation_on_8_devices_matches_1_device(eight_devices):
+    """Evaluation of a model people train (binary CNN, sign activations, the clipped weight
+    STE, LNS weights) over 1001 test images, 8 devices (batches of 104: 39 padded rows) vs 1
+    device (batches of 100: 99 padded rows): the same count, correct predictions and loss sum,
+    and those of one unpadded apply to all 1001 images."""
+    ev = eight_devices["padded_eval"]
+    assert ev["batch_rows"] == {"one": 100, "eight": 104}
+    assert ev["padded_rows"] == {"one": 99, "eight": 39}
+    assert ev["activation"] != "none" and ev["weight_ste"] == "clipped"
+    one, eight, ref = ev["one"], ev["eight"], ev["reference"]
+    assert one["count"] == eight["count"] == ref["count"] == EVAL_IMAGES
+    assert one["correct"] == eight["correct"] == ref["correct"]
+    assert 0 < ref["correct"] < EVAL_IMAGES  # a real model, neither all right nor all wrong
+    assert one["loss_sum"] == pytest.approx(ref["loss"], rel=1e-5)
+    assert eight["loss_sum"] == pytest.approx(ref["loss"], rel=1e-5)
+    for got in (one, eight):  # what the epoch records: the means of those sums
+        assert got["accuracy"] == pytest.approx(ref["correct"] / EVAL_IMAGES, abs=1e-12)
+        assert got["loss"] * EVAL_IMAGES == pytest.approx(ref["loss"], rel=1e-5)
 
 
 def test_shardings(eight_devices):
@@ -286,6 +311,61 @@ def _compare(a, b, bounds: dict | None = None) -> dict:
     }
 
 
+def padded_evaluation(meshes: dict, workdir: str) -> dict:
+    """``epoch_record.evaluate`` (what every epoch's test accuracy is) of one LNS binary CNN
+    with the default activation and weight STE on the 1- and the 8-device mesh, over the first
+    ``EVAL_IMAGES`` test images, and the sums of one unpadded apply to all of them."""
+    import jax
+    import jax.numpy as jnp
+    from helpers import tiny_config
+
+    from bnnns.data.transforms import normalize
+    from bnnns.train import stage as stage_lib
+    from bnnns.train import train_lib as tl
+    from bnnns.train.epoch_record import evaluate
+    from bnnns.train.metric_writer import MetricWriter
+
+    config = tiny_config(batch_size=32, train_subset=64, eval_batch_size=EVAL_BATCH)
+    splits, info = tl.load_data(config)
+    splits = dict(splits, test=splits["test"].take(np.arange(EVAL_IMAGES)))
+    out: dict = {"activation": config.binary.activation, "weight_ste": config.lns.weight_ste}
+    runs = {
+        name: stage_lib.Run(config, workdir, splits, info, mesh, MetricWriter(workdir, False), ())
+        for name, mesh in meshes.items()
+    }
+    stage = stage_lib.Stage(runs["one"], "lns")
+    state = stage.init_fn(stage_lib.stage_seed_key(config, "lns"), runs["one"].dummy_input())
+    for batch in runs["one"].batches("train", train=True):  # BatchNorm statistics move
+        state, _ = stage.train_fn(state, batch)
+    state = jax.device_get(state)
+    out["batch_rows"], out["padded_rows"] = {}, {}
+    for name, run in runs.items():
+        rows = [b["mask"].shape[0] for b in run.batches("test", train=False)]
+        out["batch_rows"][name] = rows[0]
+        out["padded_rows"][name] = sum(rows) - EVAL_IMAGES
+        on_mesh = jax.device_put(state, stage_lib.sharding.replicated(run.mesh))
+        eval_fn = stage.eval_fn if name == "one" else stage_lib.Stage(run, "lns").eval_fn
+        totals = None  # the sums evaluate() divides (it returns the means only)
+        for batch in run.batches("test", train=False):
+            sums = eval_fn(on_mesh, batch)
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        means = evaluate(run, on_mesh, eval_fn, "test")
+        totals = jax.tree.map(float, jax.device_get(totals))
+        out[name] = {**means, "count": totals["count"], "correct": totals["correct"]}
+        out[name]["loss_sum"] = totals["loss"]
+    images, labels = splits["test"].get(np.arange(EVAL_IMAGES))
+    x = normalize(images.reshape(EVAL_IMAGES, *info.image_shape), info.mean, info.std)
+    variables = {"params": state.params, **state.model_state}
+    logits = jax.jit(lambda v, x: stage.model.apply(v, x, train=False))(variables, x)
+    logp = jax.nn.log_softmax(np.asarray(logits, np.float64))
+    out["reference"] = {
+        "count": EVAL_IMAGES,
+        "correct": int(np.sum(np.argmax(logits, -1) == labels)),
+        "loss": float(-np.sum(np.take_along_axis(logp, labels[:, None], -1))),
+    }
+    return out
+
+
 def worker(out: str) -> None:
     import functools
 
@@ -457,6 +537,7 @@ def worker(out: str) -> None:
             batch_errors[str(size)] = True
     result["batch_errors"] = batch_errors
     result["eval_batch"] = {n: sharding.round_up_batch(meshes["eight"], n) for n in (1000, 1001)}
+    result["padded_eval"] = padded_evaluation(meshes, workdir + "_eval")
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
 
@@ -543,6 +624,17 @@ def bench(out: str, batches: list[int], rounds: int = 5, steps: int = 3) -> None
 if __name__ == "__main__":
     if sys.argv[1] == "worker":
         worker(sys.argv[2])
+    elif sys.argv[1] == "eval":  # the padded-evaluation part of the worker alone
+        import jax
+
+        jax.config.update("jax_num_cpu_devices", DEVICES)
+        sys.path.insert(0, HERE)
+        from bnnns.train import sharding
+
+        meshes = {"one": sharding.make_mesh((1,)), "eight": sharding.make_mesh()}
+        workdir = os.path.join(os.path.dirname(sys.argv[2]), "workdir")
+        with open(sys.argv[2], "w") as f:
+            json.dump({"padded_eval": padded_evaluation(meshes, workdir)}, f, indent=1)
     elif sys.argv[1] == "bench":
         bench(sys.argv[2], [int(b) for b in sys.argv[3:]] or [64, 256])
     else:

@@ -154,6 +154,8 @@ def write(artifact: Artifact, path: str | os.PathLike) -> int:
 def read(path: str | os.PathLike) -> Artifact:
     """Read and verify a ``.bnn`` file."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"artifact {path!r} is a directory, not a .bnn file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"artifact {path!r} does not exist")
     with open(path, "rb") as f:

@@ -43,19 +43,25 @@ def _path(keys) -> str:
 
 
 def deployable_variables(
-    model: nn.Module, variables: dict, dummy_input: jax.Array, scale_mode: str
+    model: nn.Module,
+    variables: dict,
+    dummy_input: jax.Array,
+    scale_mode: str,
+    sown: dict | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """What inference needs, flat by ``"a/b/c"`` paths, as numpy.
 
     Returns ``{"params": real params, "batch_stats": ..., "binary": {"<layer>/bits": int8 ±1
     (the kernel shape), "<layer>/scale": float32 (D8)}}``: the binary weights the model computes
     with (sown by every binary layer, :mod:`bnnns.nn.layers`), never the latent kernels nor any
-    parameter under a ``mapping`` scope.
+    parameter under a ``mapping`` scope. ``sown``: the ``binary_weights`` collection of an
+    eval-mode apply already run (else one is run on ``dummy_input``).
     """
-    sown = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["binary_weights"])[1])
-    cols = sown(variables, dummy_input)
+    if sown is None:
+        apply = lambda v, x: model.apply(v, x, train=False, mutable=["binary_weights"])[1]  # noqa: E731
+        sown = jax.jit(apply)(variables, dummy_input)["binary_weights"]
     bits = {}
-    for keys, leaf in jax.tree_util.tree_flatten_with_path(cols["binary_weights"])[0]:
+    for keys, leaf in jax.tree_util.tree_flatten_with_path(sown)[0]:
         bits[_path(keys[:-2])] = np.asarray(leaf, np.int8)  # drop (BINARY_WEIGHTS_KEY, tuple index)
     flat_params = traverse_util.flatten_dict(variables["params"])
     params = {SEP.join(k): np.asarray(v) for k, v in flat_params.items()}
@@ -150,11 +156,18 @@ def export_run(workdir: str, out: str, stage: str | None = None) -> tuple[int, d
     (``config.json``, ``dataset.json``, the checkpoints), never the training data."""
     from bnnns.train.train_lib import restore_stage, run_info
 
+    if not os.path.exists(workdir):
+        raise FileNotFoundError(f"run directory {workdir!r} does not exist")
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"{workdir!r} is a file, not a run directory (of train.py)")
     config_path = os.path.join(workdir, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{workdir!r} is not a run directory: no config.json")
     with open(config_path) as f:
-        config = ConfigDict(json.load(f))
+        try:
+            config = ConfigDict(json.load(f))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{config_path}: not a readable config ({e})") from None
     available = _stages_with_checkpoints(config, workdir)
     if stage is None:
         if not available:
@@ -201,10 +214,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not os.path.isdir(run_dir):
             print(f"error: --seed {args.seed}: {run_dir} does not exist", file=sys.stderr)
             return 2
+    if os.path.isdir(args.out):  # before the restore: say it at once
+        print(
+            f"error: --out {args.out} is a directory; give the .bnn file to write", file=sys.stderr
+        )
+        return 2
     try:
         size, header = export_run(run_dir, args.out, args.stage)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the artifact's folder cannot be made or written
+        print(f"error: --out {args.out}: cannot write it ({e.strerror or e})", file=sys.stderr)
         return 2
     n_bin = len(header["binary_layers"])
     print(

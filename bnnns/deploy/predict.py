@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -87,6 +88,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--save-logits", default=None, help="write the logits to this .npy file")
     p.add_argument("--kernel", default="auto", choices=KERNELS, help="binary layers' kernel")
     args = p.parse_args(argv)
+    if args.batch_size < 1:
+        print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
+        return 2
+    logits_dir = os.path.dirname(os.path.abspath(args.save_logits or "."))
+    if args.save_logits and not os.path.isdir(logits_dir):  # before minutes of evaluation
+        print(
+            f"error: --save-logits {args.save_logits}: folder {logits_dir} does not exist",
+            file=sys.stderr,
+        )
+        return 2
     logits: list = []
     try:
         art = artifact_lib.read(args.artifact)
@@ -104,7 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.save_logits:
-        np.save(args.save_logits, np.concatenate(logits))
+        try:
+            np.save(args.save_logits, np.concatenate(logits))
+        except OSError as e:
+            print(f"error: --save-logits {args.save_logits}: {e.strerror or e}", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps(result))
     else:
