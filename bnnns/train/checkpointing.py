@@ -92,9 +92,7 @@ class StageCheckpointer:
     def __init__(self, directory: str, max_to_keep: int = 2):
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-        self._manager = _Manager(
-            self.directory, options=options, item_names=("state", "meta")
-        )
+        self._manager = _Manager(self.directory, options=options, item_names=("state", "meta"))
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
