@@ -425,3 +425,38 @@ def test_seeds_in_one_program_give_the_table_of_separate_runs(tmp_path, monkeypa
     cli.main(["ablation", *one[:-1], "again"])
     again = json.loads((tmp_path / "b" / "again" / "ablation.json").read_text())
     assert again["rows"] == tables[1]["rows"]
+
+
+def test_parallel_plan_trains_each_run_once_as_one_program_per_row(tmp_path, monkeypatch):
+    """``--jobs`` with ``--seeds-in-one-program``: a run two experiments share is planned once
+    with the most seeds any asks for, and may diverge only if every experiment allows it."""
+    import multiprocessing
+
+    todo = []
+
+    class Pool:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def imap_unordered(self, fn, jobs):
+            todo.extend(jobs)
+            return []
+
+    monkeypatch.setattr(runner, "pretrain", lambda *a: None)
+    monkeypatch.setattr(runner, "reference", lambda *a: None)
+    monkeypatch.setattr(multiprocessing, "get_context", lambda name: type("C", (), {"Pool": Pool}))
+    _mark_finished(tmp_path / "LNS_seed1")
+    seeds = {"ablation": 3, "flips": 2, "flip_sources": 1}
+    runner.run_in_parallel(MNIST, str(tmp_path), list(seeds), seeds, 2, one_program=True)
+    plan = {pathlib.Path(p.workdir).name: (p.seeds, div) for _, p, div, _ in todo}
+    assert plan["fine-tune_seeds0-2"] == ((0, 1, 2), False)  # ablation's, not flip_sources'
+    assert plan["LNS_seed0"] == ((0,), False) and plan["LNS_seed2"] == ((2,), False)
+    assert plan["fine-tunelr0.001_learning_rate0.001_seeds0-1"] == ((0, 1), False)
+    assert plan["LNS_reductionsum_seed0"] == ((0,), True)
+    assert len(plan) == len(todo)

@@ -327,11 +327,14 @@ def run_in_parallel(
     pretrain(protocol, root)
     if "ablation" in names:
         reference(protocol, root)
-    rows: dict[str, tuple[Run, bool, int]] = {}  # by the run's directory: its most seeds
+    # By the run's directory: the most seeds any experiment asks for; it may diverge only if
+    # every experiment that reads it allows that.
+    rows: dict[str, tuple[Run, bool, int]] = {}
     for name in names:
         for _, run, div in experiment_rows(protocol, name):
             key = run_workdir(protocol, root, run, 0)[0]
-            rows[key] = (run, div, max(seeds[name], rows.get(key, (run, div, 0))[2]))
+            _, seen_div, seen_n = rows.get(key, (run, True, 0))
+            rows[key] = (run, div and seen_div, max(seeds[name], seen_n))
     todo = [
         (protocol, program, div, run.config)
         for run, div, n in rows.values()
