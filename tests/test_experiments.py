@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from bnnns.experiments import cli, paper, protocol, report, runner
 from bnnns.experiments.protocols.mnist import MNIST
+from bnnns.train.metric_writer import read_metrics
 
 
 def test_paired_comparison_matches_hand_computed_t_test():
@@ -324,3 +326,148 @@ OLD_PLAN = {
         ("LNS_alpha5.0_seed2", "lns", 2, {"lns.alpha": 5.0}),
     ],
 }
+
+
+def _mark_finished(workdir: pathlib.Path) -> None:
+    workdir.mkdir(parents=True)
+    (workdir / "summary.json").write_text("{}")
+
+
+def test_seeds_in_one_program_plan_the_missing_seeds_of_a_row(tmp_path):
+    """Consecutive missing seeds make one S-seed program; a seed finished in either layout is
+    read, not planned; single seeds and rows that may diverge stay single runs."""
+    lns = protocol.LNS
+    _mark_finished(tmp_path / "LNS_seed1")  # a single run (the older layout)
+    _mark_finished(tmp_path / "LNS_seeds5-6" / "seed_1")  # seed 6 of an S-seed program
+    seeds = range(8)
+    plan = runner.row_programs(MNIST, str(tmp_path), lns, seeds, one_program=True)
+    assert [(pathlib.Path(p.workdir).name, p.seeds) for p in plan] == [
+        ("LNS_seed0", (0,)),
+        ("LNS_seeds2-5", (2, 3, 4, 5)),
+        ("LNS_seed7", (7,)),
+    ]
+    assert plan[1].overrides == {
+        "stages": "lns",
+        "init_from": str(tmp_path / "pretrain"),
+        "seed": 2,
+        "num_seeds": 4,
+    }
+    assert "num_seeds" not in plan[0].overrides
+    assert runner.finished_workdir(MNIST, str(tmp_path), lns, 6) == str(
+        tmp_path / "LNS_seeds5-6" / "seed_1"
+    )
+    assert runner.finished_workdir(MNIST, str(tmp_path), lns, 5) is None
+    for kwargs in ({"one_program": False}, {"one_program": True, "allow_divergence": True}):
+        singles = runner.row_programs(MNIST, str(tmp_path), lns, seeds, **kwargs)
+        assert [p.seeds for p in singles] == [(0,), (2,), (3,), (4,), (5,), (7,)]
+
+
+# Real activations, as in tests/test_seeds.py: the S-seed step may sum in another order, and a
+# sign activation of a value within round-off of 0 would part the two runs like two seeds.
+SEEDS_BUDGET = {
+    **TINY_BUDGET,
+    "binary.activation": "none",
+    "train_subset": 0,
+    "finetune.epochs": 1,
+    "finetune.decay_epochs": (),
+    "lns.epochs": 1,
+    "lns.decay_epochs": (),
+    "lns.warmup_steps": 5,
+}
+
+
+def _tiny_npz(path: pathlib.Path) -> str:
+    """200 train and 100 test 8x8 images of 10 classes (the protocol holds out 10% of train)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (300, 8, 8), dtype=np.uint8)
+    y = rng.integers(0, 10, 300)
+    np.savez(path, x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
+    return f"npz:{path}"
+
+
+@pytest.mark.slow
+def test_seeds_in_one_program_give_the_table_of_separate_runs(tmp_path, monkeypatch):
+    """Table 1's fine-tune row, 2 seeds: separate runs, then (from the same pretrained BNN) one
+    2-seed program (``--seeds-in-one-program``): the tables agree to float32 round-off, and a
+    rerun reads them without training. (The fine-tune row: the runner's path is the same for
+    every row, and the vmapped LNS step is tests/test_seeds.py's; the single-run layout is
+    read as before: test_ablation_then_flips_and_sweep_reuse_finished_runs.)"""
+    budget = {**SEEDS_BUDGET, "dataset": _tiny_npz(tmp_path / "tiny.npz")}
+    row = {"fine-tune": protocol.FINE_TUNE}
+    tiny = dataclasses.replace(MNIST, name="mnist-seeds", budget=budget, table1=row, paired=())
+    protocol.protocol_names()
+    monkeypatch.setitem(protocol.PROTOCOLS, tiny.name, tiny)
+    # Both roots are "runs" under their own working directory, as the CLI's default is, so a
+    # run's config (init_from: "runs/pretrain") is the same in either.
+    flags = ["--seeds", "2", "--protocol", tiny.name, "--workdir", "runs"]
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    cli.main(["ablation", *flags, "--out", "out"])
+    separate, together = tmp_path / "a" / "runs", tmp_path / "b" / "runs"
+    shutil.copytree(separate / "pretrain", together / "pretrain")  # the same pretrained BNN
+    monkeypatch.chdir(tmp_path / "b")
+    one = [*flags, "--seeds-in-one-program", "--out", "out"]
+    cli.main(["ablation", *one])
+    assert (together / "fine-tune_seeds0-1" / "seed_1" / "summary.json").is_file()
+    assert sorted(p.name for p in together.iterdir()) == ["fine-tune_seeds0-1", "pretrain"]
+    tables = [json.loads((tmp_path / d / "out" / "ablation.json").read_text()) for d in "ab"]
+    a, b = tables[0]["rows"]["fine-tune"], tables[1]["rows"]["fine-tune"]
+    for key in ("per_seed_last", "per_seed_best", "per_seed_at_best_val"):
+        assert b[key] == pytest.approx(a[key], abs=0.011), key  # 1 of the 100 test images
+    assert b["flip_rate_per_epoch"] == pytest.approx(a["flip_rate_per_epoch"], abs=1e-3)
+    tests = [finished(separate, "fine-tune", s)["test_accuracy"] for s in range(2)]
+    assert tests == a["per_seed_last"]
+    losses = [
+        [r["train_loss"] for r in read_metrics(str(d))]
+        for d in (separate / "fine-tune_seed0", separate / "fine-tune_seed1")
+    ]
+    assert losses[0] != losses[1]  # two seeds, not one twice
+    # Measured: seed 0's records equal bit for bit, seed 1's train loss 8e-5 relative apart
+    # (its accuracies and flip rate equal); the two seeds' losses are 3% apart.
+    for s in range(2):
+        replica = read_metrics(str(together / "fine-tune_seeds0-1" / f"seed_{s}"))
+        assert [r["train_loss"] for r in replica] == pytest.approx(losses[s], rel=1e-3)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("bnnns.train.train_lib.train_and_evaluate", no_training)
+    cli.main(["ablation", *one[:-1], "again"])
+    again = json.loads((tmp_path / "b" / "again" / "ablation.json").read_text())
+    assert again["rows"] == tables[1]["rows"]
+
+
+def test_parallel_plan_trains_each_run_once_as_one_program_per_row(tmp_path, monkeypatch):
+    """``--jobs`` with ``--seeds-in-one-program``: a run two experiments share is planned once
+    with the most seeds any asks for, and may diverge only if every experiment allows it."""
+    import multiprocessing
+
+    todo = []
+
+    class Pool:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def imap_unordered(self, fn, jobs):
+            todo.extend(jobs)
+            return []
+
+    monkeypatch.setattr(runner, "pretrain", lambda *a: None)
+    monkeypatch.setattr(runner, "reference", lambda *a: None)
+    monkeypatch.setattr(multiprocessing, "get_context", lambda name: type("C", (), {"Pool": Pool}))
+    _mark_finished(tmp_path / "LNS_seed1")
+    seeds = {"ablation": 3, "flips": 2, "flip_sources": 1}
+    runner.run_in_parallel(MNIST, str(tmp_path), list(seeds), seeds, 2, one_program=True)
+    plan = {pathlib.Path(p.workdir).name: (p.seeds, div) for _, p, div, _ in todo}
+    assert plan["fine-tune_seeds0-2"] == ((0, 1, 2), False)  # ablation's, not flip_sources'
+    assert plan["LNS_seed0"] == ((0,), False) and plan["LNS_seed2"] == ((2,), False)
+    assert plan["fine-tunelr0.001_learning_rate0.001_seeds0-1"] == ((0, 1), False)
+    assert plan["LNS_reductionsum_seed0"] == ((0,), True)
+    assert len(plan) == len(todo)

@@ -17,22 +17,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
+import signal
 
 import jax
 import numpy as np
 import pytest
 from helpers import build_once
+from train_process import ROOT, hook, launch, launch_two, train_env, wait_all, wait_for_files
 
 from bnnns.train.default_config import load_config_file
 from bnnns.train.metric_writer import read_metrics
+from bnnns.train.preemption import PREEMPTED_EXIT_CODE
 from bnnns.train.train_lib import restore_stage, train_and_evaluate
 
 pytestmark = pytest.mark.slow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "mnist_lns.py")
 # A tiny run: 4 steps per stage. SGD in both stages: Adam's first step is lr * sign(g), which
 # turns the round-off of a gradient that is 0 in exact arithmetic into a full step.
@@ -49,7 +48,6 @@ OVERRIDES = {
     "lns.warmup_steps": 25,
     "progress_bar": False,
 }
-TIMEOUT_S = 300  # a hang (e.g. a collective waiting for a dead peer) fails instead of blocking
 # XLA's CPU backend without LLVM optimisation: compiles ~10x faster (the jitted init of the LNS
 # CNN: 23 s -> 2 s) and every compared run uses it, so the comparison is unaffected.
 FAST_COMPILE = "--xla_backend_optimization_level=0"
@@ -57,24 +55,9 @@ RTOL, ATOL = 1e-5, 1e-6  # float32 round-off; 2 processes x 1 device vs 1 proces
 ACCURACY_TOL = 1.5e-4  # at most one of the 10000 MNIST test images
 
 
-def _flags(workdir: str) -> list[str]:
+def _flags(workdir: str, extra: dict | None = None) -> list[str]:
     flags = ["--config", CONFIG, "--workdir", workdir]
-    return flags + [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-
-
-def _launch(
-    args: list[str], log: str, env: dict, code: str | None = None
-) -> tuple[subprocess.Popen, object]:
-    out = open(log, "w")  # closed by the caller
-    program = ["-c", code] if code else [os.path.join(ROOT, "train.py")]
-    proc = subprocess.Popen(
-        [sys.executable, *program, *args],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=ROOT,
-    )
-    return proc, out
+    return flags + [f"--config.{k}={v}" for k, v in {**OVERRIDES, **(extra or {})}.items()]
 
 
 def _assert_trees_close(a, b, what: str) -> None:
@@ -86,49 +69,15 @@ def _assert_trees_close(a, b, what: str) -> None:
         )
 
 
-def _env() -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_LOG_COMPILES="1", XLA_FLAGS=FAST_COMPILE)
-    for var in ("JAX_NUM_CPU_DEVICES", "JAX_COORDINATOR_ADDRESS"):
-        env.pop(var, None)
-    return env
-
-
-def _launch_two(workdir: str, logs: list[str], code: str | None = None):
-    """Processes 0 and 1 of a ``jax.distributed`` run of ``train.py`` on loopback."""
-    import portpicker
-
-    port = portpicker.pick_unused_port()
-    flags = [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
-    return [
-        _launch([*_flags(workdir), *flags, f"--process_id={i}"], logs[i], _env(), code)
-        for i in (0, 1)
-    ]
-
-
-def _wait(procs) -> list:
-    """The exit codes (``"timeout"`` for the first that hangs; all are ended then)."""
-    codes, deadline = [], time.monotonic() + TIMEOUT_S
-    try:
-        for proc, _ in procs:
-            codes.append(proc.wait(timeout=max(deadline - time.monotonic(), 1)))
-    except subprocess.TimeoutExpired:
-        codes.append("timeout")
-    finally:
-        for proc, out in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            out.close()
-    return codes
+def _env(**extra: str) -> dict:
+    return train_env(JAX_LOG_COMPILES="1", XLA_FLAGS=FAST_COMPILE, **extra)
 
 
 def _build_runs(tmp) -> None:
     two, single = str(tmp / "two"), str(tmp / "single")
-    procs = _launch_two(two, [str(tmp / f"process{i}.log") for i in (0, 1)])
-    procs.append(
-        _launch(_flags(single), str(tmp / "single.log"), {**_env(), "JAX_NUM_CPU_DEVICES": "2"})
-    )
-    codes = _wait(procs)
+    procs = launch_two(_flags(two), [str(tmp / f"process{i}.log") for i in (0, 1)], _env())
+    procs.append(launch(_flags(single), str(tmp / "single.log"), _env(JAX_NUM_CPU_DEVICES="2")))
+    codes = wait_all(procs)
     logs = {name: (tmp / f"{name}.log").read_text() for name in ("process0", "process1", "single")}
     assert codes == [0, 0, 0], (codes, {k: v[-3000:] for k, v in logs.items()})
 
@@ -188,60 +137,62 @@ def test_two_process_checkpoint_resumes_in_one_process(runs, tmp_path):
     assert [(r["stage"], r["step"]) for r in records] == [("pretrain", 4), ("lns", 4), ("lns", 8)]
 
 
-# train.py in both processes; process 1 sends itself a real SIGTERM after pretrain step 1. Under
-# jax.distributed XLA's preemption notifier takes the signal and both processes stop, save and
-# exit at one agreed step.
-SIGTERM_SCRIPT = """
-import os, runpy, signal, sys
-import jax
-from bnnns.train import stage
-
-original = stage.Stage.__init__
-def init(self, run, name):
-    original(self, run, name)
-    step_fn = self.train_fn
-    def train_fn(state, batch):
-        out = step_fn(state, batch)
-        if name == "pretrain" and jax.process_index() == 1 and int(out[0].step) == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-    self.train_fn = train_fn
-stage.Stage.__init__ = init
-sys.argv = ["train.py", *sys.argv[1:]]
-runpy.run_path("train.py", run_name="__main__")
-"""
+# The preemption test: the pretrain stage of the fixture's runs alone (4 steps; the LNS stage
+# runs the same loop), so its programs are compiled and its uninterrupted run is there.
+PREEMPT = {"stages": "pretrain"}
 
 
-# Two more two-process runs (about as long as this module's fixture) do not fit the CI budget
-# of issue 18: opt in with BNNNS_TEST_MULTIPROCESS_PREEMPTION=1 (passed, docs/reliability.md).
-@pytest.mark.skipif(
-    os.environ.get("BNNNS_TEST_MULTIPROCESS_PREEMPTION") != "1",
-    reason="opt-in (CI budget): BNNNS_TEST_MULTIPROCESS_PREEMPTION=1",
-)
-def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes(runs, tmp_path):
-    """Both exit 75 at one step, saved collectively; the rerun (two processes again) ends with
-    the records and weights of the uninterrupted two-process run, bit for bit. (A rerun in one
-    process on one device is not comparable this tightly: with sign activations, 1 vs 2
-    devices part by round-off, measured 0.3% in the LNS train loss.)"""
-    from bnnns.train.preemption import PREEMPTED_EXIT_CODE
-
-    workdir = str(tmp_path / "preempted")
-    logs = [str(tmp_path / f"preempted{i}.log") for i in (0, 1)]
-    codes = _wait(_launch_two(workdir, logs, SIGTERM_SCRIPT))
+def _preempt(workdir: str, tmp_path, name: str, step: int, targets: tuple):
+    """Two processes of ``train.py`` on ``workdir``, both holding pretrain step ``step`` until
+    the preemption notice is in (tests/train_process.py); SIGTERM from here to the processes
+    ``targets`` once both reached it. Their logs; each process's stop, as ``[stage, step]``."""
+    logs = [str(tmp_path / f"{name}{i}.log") for i in (0, 1)]
+    marks = tmp_path / f"{name}_marks"
+    marks.mkdir()
+    env = _env(**hook("notice", "pretrain", step, str(marks)))
+    procs = launch_two(_flags(workdir, PREEMPT), logs, env, hooked=True)
+    try:
+        wait_for_files([str(marks / f"at_step.{i}") for i in (0, 1)], procs)
+        for i in targets:
+            procs[i][0].send_signal(signal.SIGTERM)
+    finally:
+        codes = wait_all(procs)
     text = [open(log).read() for log in logs]
     assert codes == [PREEMPTED_EXIT_CODE] * 2, (codes, [t[-3000:] for t in text])
-    line = [x for x in text[0].splitlines() if x.startswith("bnnns: preempted")]
-    assert len(line) == 1 and "[pretrain] saved step" in line[0], text[0][-3000:]
-    step = int(line[0].split("saved step ")[1].split()[0])
+    stops = [(marks / f"stopped.{i}").read_text().split() for i in (0, 1)]
+    return text, [[s, int(n)] for s, n in stops]
+
+
+def test_sigterm_stops_both_processes_at_one_step_and_the_rerun_equals_uninterrupted(
+    runs, tmp_path
+):
+    """SIGTERM to process 1 alone at step 2 (of 4): both processes stop at that step, save it
+    collectively, exit 75, and process 0 alone prints the line; the rerun ends with the
+    uninterrupted two-process run's pretrain record (timings aside) and weights, bit for bit.
+    (A rerun in one process on one device is not comparable this tightly: with sign
+    activations, 1 vs 2 devices part by round-off, measured 0.3% in the LNS train loss.)"""
+    workdir = str(tmp_path / "preempted")
     ckpt = os.path.join(workdir, "checkpoints", "pretrain")
-    assert max(int(p) for p in os.listdir(ckpt) if p.isdigit()) == step
+    text, stops = _preempt(workdir, tmp_path, "first", 2, (1,))
+    assert stops == [["pretrain", 2], ["pretrain", 2]], stops
+    lines = [x for x in text[0].splitlines() if x.startswith("bnnns: preempted")]
+    assert lines == [
+        f"bnnns: preempted (SIGTERM): [pretrain] saved step 2 to {ckpt}; "
+        "rerun the same command to resume from it"
+    ], text[0][-3000:]
     assert "bnnns: preempted" not in text[1]  # process 0 speaks for the run
-    logs = [str(tmp_path / f"rerun{i}.log") for i in (0, 1)]
-    codes = _wait(_launch_two(workdir, logs))
+    assert max(int(p) for p in os.listdir(ckpt) if p.isdigit()) == 2
+    assert read_metrics(workdir) == []  # inside the first epoch
+    logs = [str(tmp_path / f"last{i}.log") for i in (0, 1)]
+    codes = wait_all(launch_two(_flags(workdir, PREEMPT), logs, _env()))
     assert codes == [0, 0], (codes, [open(log).read()[-3000:] for log in logs])
-    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(runs["two"])]
-    assert [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(workdir)] == strip
-    for stage in ("pretrain", "lns"):
-        a, _ = restore_stage(_config(), runs["two"], stage)
-        b, _ = restore_stage(_config(), workdir, stage)
-        jax.tree.map(np.testing.assert_array_equal, a, b)
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+    expected = [r for r in read_metrics(runs["two"]) if r["stage"] == "pretrain"]
+    assert strip(read_metrics(workdir)) == strip(expected)
+    a, _ = restore_stage(_config(), runs["two"], "pretrain")
+    b, _ = restore_stage(_config(**PREEMPT), workdir, "pretrain")
+    assert int(a.step) == int(b.step) == 4
+    jax.tree.map(np.testing.assert_array_equal, a, b)

@@ -5,14 +5,12 @@ run. Also: the signal handling itself, and time-based saves that change nothing.
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from train_process import ROOT, hook, launch, train_env, wait_all
 
 from bnnns.train.checkpointing import StageCheckpointer
 from bnnns.train.default_config import load_config_file
@@ -21,7 +19,6 @@ from bnnns.train.preemption import PREEMPTED_EXIT_CODE, StopRequests
 from bnnns.train.train_lib import train_and_evaluate
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sharding info not provided")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "mnist_lns.py")
 # 8 steps per epoch, 2 epochs of pretrain (saves at 3, 6, 8, 9, 12, 15, 16). The stage is the
 # same loop in every stage: pretrain only keeps the test short.
@@ -37,29 +34,6 @@ OVERRIDES = {
     "progress_bar": False,
 }
 STOP_AT = 5  # pretrain step 5: after the save of step 3, so the epoch's sums are half carried
-
-# train.py as a user runs it, except that the train step of STOP_AT sends this process a real
-# SIGTERM (as a scheduler would, but at a known step).
-SIGTERM_SCRIPT = textwrap.dedent(
-    """
-    import os, runpy, signal, sys
-    from bnnns.train import stage
-
-    original = stage.Stage.__init__
-    def init(self, run, name):
-        original(self, run, name)
-        step_fn = self.train_fn
-        def train_fn(state, batch):
-            out = step_fn(state, batch)
-            if name == "pretrain" and int(out[0].step) == {stop_at}:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return out
-        self.train_fn = train_fn
-    stage.Stage.__init__ = init
-    sys.argv = ["train.py", *sys.argv[1:]]
-    runpy.run_path("train.py", run_name="__main__")
-    """
-)
 
 
 def config(**extra):
@@ -108,21 +82,19 @@ def test_sigterm_mid_epoch_then_rerun_equals_uninterrupted(straight, tmp_path, m
     workdir = tmp_path / "preempted"
     flags = ["--config", CONFIG, f"--workdir={workdir}"]
     flags += [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-    done = subprocess.run(
-        [sys.executable, "-c", SIGTERM_SCRIPT.format(stop_at=STOP_AT), *flags],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == PREEMPTED_EXIT_CODE, done.stdout[-2000:] + done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith("bnnns: preempted")]
+    # train.py as a user runs it, except that the train step of STOP_AT sends this process a
+    # real SIGTERM (as a scheduler would, but at a known step).
+    log = str(tmp_path / "preempted.log")
+    env = train_env(**hook("sigterm", "pretrain", STOP_AT))
+    (code,) = wait_all([launch(flags, log, env, hooked=True)])
+    output = open(log).read()
+    assert code == PREEMPTED_EXIT_CODE, output[-3000:]
+    lines = [line for line in output.splitlines() if line.startswith("bnnns: preempted")]
     ckpt = workdir / "checkpoints" / "pretrain"
     assert lines == [
         f"bnnns: preempted (SIGTERM): [pretrain] saved step {STOP_AT} to {ckpt}; "
         "rerun the same command to resume from it"
-    ], done.stdout
+    ], output[-3000:]
     assert max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == STOP_AT
     assert read_metrics(str(workdir)) == []  # stopped inside the first epoch
     saved = []

@@ -12,7 +12,6 @@ import pytest
 from helpers import tiny_config
 
 from bnnns.deploy import export
-from bnnns.errors import ConfigError
 from bnnns.train.metric_writer import read_metrics
 from bnnns.train.seeds import multi_seed_step, seed_workdir, stack, unstack
 from bnnns.train.stage import build_model
@@ -102,10 +101,3 @@ def test_seed_s_of_a_multi_seed_run_equals_the_single_run(tmp_path):
     assert export.main([str(multi), "--seed", "1", "--out", str(out)]) == 0
     assert os.path.getsize(out) > 0
     assert export.main([str(multi), "--seed", "2", "--out", str(out)]) == 2
-
-
-def test_multi_seed_needs_the_pretrain_stage(tmp_path):
-    with pytest.raises(ConfigError, match="config.num_seeds=2 .* needs the pretrain stage"):
-        train_and_evaluate(
-            tiny_config(num_seeds=2, stages="lns", init_from=str(tmp_path)), str(tmp_path / "w")
-        )

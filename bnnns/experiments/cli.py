@@ -6,6 +6,7 @@
     python -m bnnns.experiments alpha_sweep   [--seeds 3]   Fig. 4
     python -m bnnns.experiments flip_sources  [--seeds 1]   why LNS flips what it flips
     python -m bnnns.experiments all --jobs 2                all of them, 2 runs at a time
+    python -m bnnns.experiments ablation --seeds-in-one-program   a row's seeds in one program
 
 (the seeds shown are the MNIST protocol's defaults). ``--protocol`` picks the protocol
 (default ``mnist``: ``configs/mnist_ablation.py``; ``cifar10``: ``configs/cifar10_cnn.py``, with
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=1, help="train missing runs this many at a time first"
     )
     parser.add_argument(
+        "--seeds-in-one-program",
+        action="store_true",
+        help="train a row's missing seeds as one S-seed program (config.num_seeds) in "
+        "<run>_seeds<a>-<b>/; finished runs of either layout are read (docs/scaling.md)",
+    )
+    parser.add_argument(
         "--protocol", default="mnist", help=f"the protocol to run, one of: {', '.join(names)}"
     )
     parser.add_argument(
@@ -71,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.name != "all" and args.name not in protocol.seeds:
         parser.error(f"protocol {protocol.name!r} has no experiment {args.name!r}")
     seeds = {n: args.seeds or protocol.seeds[n] for n in names}
+    one = args.seeds_in_one_program
     if args.jobs > 1:
-        runner.run_in_parallel(protocol, args.workdir, names, seeds, args.jobs)
+        runner.run_in_parallel(protocol, args.workdir, names, seeds, args.jobs, one)
     for name in names:
-        studies.run_experiment(protocol, name, args.workdir, args.out, seeds[name])
+        studies.run_experiment(protocol, name, args.workdir, args.out, seeds[name], one)

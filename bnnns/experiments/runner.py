@@ -5,6 +5,12 @@ named by its directory stem, the overrides that differ from the protocol's confi
 seed; a workdir with a ``summary.json`` (or a recorded divergence) is read, not trained again,
 after checking it was trained with this very config. The same run always lands in the same
 directory, whichever experiment (Table 1, Figs. 3-5) asks for it.
+
+With ``one_program`` (``--seeds-in-one-program``) a row's missing seeds ``a..b`` train as one
+S-seed program (``config.num_seeds``, :mod:`bnnns.train.seeds`) in ``<stem>_seeds<a>-<b>/``,
+seed ``s`` in its ``seed_<s-a>/``: exactly the workdir of the single run of seed ``s``. Results
+are read per seed from either layout, the single run's ``<stem>_seed<s>/`` first, so finished
+runs of either kind are never trained again (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -18,15 +24,20 @@ from bnnns.experiments.protocol import SWEEPS, Protocol, Run, Sweep
 
 __all__ = [
     "Planned",
+    "Program",
     "check_same_config",
     "experiment_rows",
     "finetune_run",
+    "finetune_seeds",
     "finetune_spec",
+    "finished_workdir",
+    "group_workdir",
     "load_config",
     "planned_runs",
     "pretrain",
     "pretrain_spec",
     "reference",
+    "row_programs",
     "run_in_parallel",
     "run_one",
     "run_workdir",
@@ -170,11 +181,97 @@ def finetune_run(
 ) -> dict[str, Any]:
     """Train (or load) one fine-tuning run: its workdir, seed and last stage's summary (or
     ``diverged``, with ``allow_divergence``)."""
-    workdir, overrides = finetune_spec(protocol, root, run, seed)
-    summary = run_one(protocol, workdir, overrides, allow_divergence, run.config)
-    if "diverged" in summary:
-        return {"workdir": workdir, "seed": seed, **summary}
-    return {"workdir": workdir, "seed": seed, **summary["stages"][-1]}
+    return finetune_seeds(protocol, root, run, [seed], allow_divergence)[0]
+
+
+class Program(NamedTuple):
+    """One training program of a row: a single run (``seeds`` of one), or several seeds as one
+    S-seed program (``config.num_seeds``) whose seed ``seeds[k]`` is ``<workdir>/seed_<k>``."""
+
+    workdir: str
+    overrides: dict[str, Any]
+    seeds: tuple[int, ...]
+
+
+def group_workdir(protocol: Protocol, root: str, run: Run, seeds: Sequence[int]) -> str:
+    """The workdir of the S-seed program of ``run``'s seeds ``seeds[0] .. seeds[-1]``:
+    ``<run's single-run directory less _seed<s>>_seeds<first>-<last>``."""
+    single, _ = run_workdir(protocol, root, run, seeds[0])
+    return f"{single[: -len(f'_seed{seeds[0]}')]}_seeds{seeds[0]}-{seeds[-1]}"
+
+
+def finished_workdir(protocol: Protocol, root: str, run: Run, seed: int) -> str | None:
+    """Where the finished run of ``seed`` is (its ``summary.json`` or ``diverged.json``): its
+    own directory (``..._seed<s>``, the layout of single runs), else its ``seed_<k>`` in an
+    S-seed program's directory (``..._seeds<a>-<b>``); None if it is not finished."""
+    single, _ = run_workdir(protocol, root, run, seed)
+    stem = single[: -len(f"_seed{seed}")]
+    candidates = [single]
+    parent = os.path.dirname(stem) or "."
+    if os.path.isdir(parent):
+        prefix = f"{os.path.basename(stem)}_seeds"
+        for name in sorted(os.listdir(parent)):
+            first, _, last = name[len(prefix) :].partition("-")
+            if name.startswith(prefix) and first.isdigit() and last.isdigit():
+                if int(first) <= seed <= int(last):
+                    candidates.append(os.path.join(parent, name, f"seed_{seed - int(first)}"))
+    for workdir in candidates:
+        if any(os.path.exists(os.path.join(workdir, f)) for f in ("summary.json", "diverged.json")):
+            return workdir
+    return None
+
+
+def row_programs(
+    protocol: Protocol,
+    root: str,
+    run: Run,
+    seeds: Sequence[int],
+    allow_divergence: bool = False,
+    one_program: bool = False,
+) -> list[Program]:
+    """The programs that train the seeds of ``run`` not finished yet: with ``one_program``,
+    each run of consecutive missing seeds as one S-seed program (a single seed, or a row whose
+    runs may diverge, as single runs: one replica's non-finite loss stops all)."""
+    missing = [s for s in seeds if finished_workdir(protocol, root, run, s) is None]
+    groups: list[list[int]] = []
+    for s in missing:
+        if one_program and not allow_divergence and groups and groups[-1][-1] == s - 1:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    programs = []
+    for group in groups:
+        workdir, overrides = finetune_spec(protocol, root, run, group[0])
+        if len(group) > 1:
+            workdir = group_workdir(protocol, root, run, group)
+            overrides = {**overrides, "num_seeds": len(group)}
+        programs.append(Program(workdir, overrides, tuple(group)))
+    return programs
+
+
+def finetune_seeds(
+    protocol: Protocol,
+    root: str,
+    run: Run,
+    seeds: Sequence[int],
+    allow_divergence: bool = False,
+    one_program: bool = False,
+) -> list[dict[str, Any]]:
+    """Train (or load) the fine-tuning runs of ``seeds`` (:func:`row_programs`); each seed's
+    workdir, seed and last stage's summary (or ``diverged``), read from its own directory in
+    either layout, after checking it was trained with the single run's config."""
+    for program in row_programs(protocol, root, run, seeds, allow_divergence, one_program):
+        run_one(protocol, program.workdir, program.overrides, allow_divergence, run.config)
+    results = []
+    for seed in seeds:
+        workdir = finished_workdir(protocol, root, run, seed)
+        _, overrides = finetune_spec(protocol, root, run, seed)
+        summary = run_one(protocol, workdir, overrides, allow_divergence, run.config)
+        if "diverged" in summary:
+            results.append({"workdir": workdir, "seed": seed, **summary})
+        else:
+            results.append({"workdir": workdir, "seed": seed, **summary["stages"][-1]})
+    return results
 
 
 def sweep_point(sweep: Sweep, value: float) -> Run:
@@ -208,29 +305,42 @@ def planned_runs(protocol: Protocol, name: str, seeds: int) -> list[Planned]:
     ]
 
 
-def _run_planned(job: tuple[Protocol, str, Planned]) -> str:
-    protocol, root, p = job
-    return finetune_run(protocol, root, p.run, p.seed, p.allow_divergence)["workdir"]
+def _run_program(job: tuple[Protocol, Program, bool, str | None]) -> str:
+    protocol, program, allow_divergence, config = job
+    run_one(protocol, program.workdir, program.overrides, allow_divergence, config)
+    return program.workdir
 
 
 def run_in_parallel(
-    protocol: Protocol, root: str, names: Sequence[str], seeds: dict[str, int], jobs: int
+    protocol: Protocol,
+    root: str,
+    names: Sequence[str],
+    seeds: dict[str, int],
+    jobs: int,
+    one_program: bool = False,
 ) -> None:
-    """Train the missing runs of experiments ``names``, ``jobs`` processes at a time (each run
-    is one process of its own, as if trained alone; a run two experiments share runs once)."""
+    """Train the missing runs of experiments ``names``, ``jobs`` processes at a time (each
+    program is one process of its own, as if trained alone: a run, or with ``one_program`` a
+    row's seeds, :func:`row_programs`; a run two experiments share runs once)."""
     import multiprocessing
 
     pretrain(protocol, root)
     if "ablation" in names:
         reference(protocol, root)
-    todo, seen = [], set()
+    # By the run's directory: the most seeds any experiment asks for; it may diverge only if
+    # every experiment that reads it allows that.
+    rows: dict[str, tuple[Run, bool, int]] = {}
     for name in names:
-        for p in planned_runs(protocol, name, seeds[name]):
-            workdir, _ = run_workdir(protocol, root, p.run, p.seed)
-            if workdir not in seen:
-                seen.add(workdir)
-                todo.append((protocol, root, p))
+        for _, run, div in experiment_rows(protocol, name):
+            key = run_workdir(protocol, root, run, 0)[0]
+            _, seen_div, seen_n = rows.get(key, (run, True, 0))
+            rows[key] = (run, div and seen_div, max(seeds[name], seen_n))
+    todo = [
+        (protocol, program, div, run.config)
+        for run, div, n in rows.values()
+        for program in row_programs(protocol, root, run, range(n), div, one_program)
+    ]
     context = multiprocessing.get_context("spawn")  # no fork of a process that imported jax
     with context.Pool(jobs, maxtasksperchild=1) as pool:
-        for workdir in pool.imap_unordered(_run_planned, todo):
+        for workdir in pool.imap_unordered(_run_program, todo):
             print(f"finished {workdir}", flush=True)

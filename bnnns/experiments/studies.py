@@ -21,21 +21,25 @@ def _epoch_curves(workdir: str, stage: str) -> list[dict]:
     return [r for r in read_metrics(workdir) if r["stage"] == stage]
 
 
-def _runs(protocol: Protocol, root: str, name: str, seeds: int) -> dict[Any, list[dict]]:
-    """Each row of experiment ``name`` -> its runs, seed by seed."""
-    rows: dict[Any, list[dict]] = {}
-    for p in runner.planned_runs(protocol, name, seeds):
-        run = runner.finetune_run(protocol, root, p.run, p.seed, p.allow_divergence)
-        rows.setdefault(p.label, []).append(run)
-    return rows
+def _runs(
+    protocol: Protocol, root: str, name: str, seeds: int, one_program: bool = False
+) -> dict[Any, list[dict]]:
+    """Each row of experiment ``name`` -> its runs, seed by seed (``one_program``: a row's
+    missing seeds train as one S-seed program, :func:`~bnnns.experiments.runner.row_programs`)."""
+    return {
+        label: runner.finetune_seeds(protocol, root, run, range(seeds), div, one_program)
+        for label, run, div in runner.experiment_rows(protocol, name)
+    }
 
 
-def ablation(protocol: Protocol, root: str, out: str, seeds: int) -> dict:
+def ablation(
+    protocol: Protocol, root: str, out: str, seeds: int, one_program: bool = False
+) -> dict:
     """Table 1: the baseline (pretrained) and each row, ``seeds`` seeds each; the paired
     comparisons of the protocol at the last, best and best-validation epoch."""
     _, pre_summary = runner.pretrain(protocol, root)
     ref = runner.reference(protocol, root)
-    rows = _runs(protocol, root, "ablation", seeds)
+    rows = _runs(protocol, root, "ablation", seeds, one_program)
     base = pre_summary["stages"][-1]
     result: dict[str, Any] = {
         "baseline": {
@@ -71,14 +75,16 @@ def ablation(protocol: Protocol, root: str, out: str, seeds: int) -> dict:
     return result
 
 
-def sweep(protocol: Protocol, root: str, out: str, seeds: int, name: str) -> dict:
+def sweep(
+    protocol: Protocol, root: str, out: str, seeds: int, name: str, one_program: bool = False
+) -> dict:
     """Fig. 4 / Fig. 5: LNS accuracy against one hyper-parameter on the validation split."""
     spec = protocol.sweeps[name]
     runner.pretrain(protocol, root)
     points = []
     for value in spec.grid:
         run = runner.sweep_point(spec, value)
-        runs = [runner.finetune_run(protocol, root, run, s) for s in range(seeds)]
+        runs = runner.finetune_seeds(protocol, root, run, range(seeds), False, one_program)
         points.append(
             {
                 "value": value,
@@ -106,7 +112,7 @@ def sweep(protocol: Protocol, root: str, out: str, seeds: int, name: str) -> dic
     return result
 
 
-def flips(protocol: Protocol, root: str, out: str, seeds: int) -> dict:
+def flips(protocol: Protocol, root: str, out: str, seeds: int, one_program: bool = False) -> dict:
     """Fig. 3: per-epoch train loss (cross-entropy), test accuracy and flip rate of each row;
     epoch 0 is the pretrained model (its last pretrain epoch's train loss; its test accuracy).
     Also the label agreement per layer of the (first) LNS row and where its flips come from
@@ -117,7 +123,7 @@ def flips(protocol: Protocol, root: str, out: str, seeds: int) -> dict:
     lns_rows = [n for n, r in protocol.fig3.items() if r.stage == "lns"]
     curves: dict[str, Any] = {}
     agreement: dict[str, list] = {}
-    for name, runs in _runs(protocol, root, "flips", seeds).items():
+    for name, runs in _runs(protocol, root, "flips", seeds, one_program).items():
         stage = protocol.fig3[name].stage
         hist = [_epoch_curves(run["workdir"], stage) for run in runs]
         curves[name] = {"seeds": seeds}
@@ -143,7 +149,9 @@ def flips(protocol: Protocol, root: str, out: str, seeds: int) -> dict:
     return result
 
 
-def flip_sources(protocol: Protocol, root: str, out: str, seeds: int) -> dict:
+def flip_sources(
+    protocol: Protocol, root: str, out: str, seeds: int, one_program: bool = False
+) -> dict:
     """Why does LNS flip more binary weights than fine-tuning? One row per reading (each
     changes one thing of the protocol), with the per-epoch flip rate, the part of it made by
     the mapping alone (``sign(W)`` unchanged), the flip rate of ``sign(W)``, the train loss and
@@ -151,7 +159,7 @@ def flip_sources(protocol: Protocol, root: str, out: str, seeds: int) -> dict:
     pre, _ = runner.pretrain(protocol, root)
     pre_ce = _epoch_curves(pre, protocol.pretrain.stage)[-1]["train_ce"]
     rows: dict[str, Any] = {}
-    for name, runs in _runs(protocol, root, "flip_sources", seeds).items():
+    for name, runs in _runs(protocol, root, "flip_sources", seeds, one_program).items():
         stage = protocol.flip_sources[name].stage
         done = [r for r in runs if "diverged" not in r]
         row: dict[str, Any] = {"diverged": [r["diverged"] for r in runs if "diverged" in r]}
@@ -167,10 +175,13 @@ def flip_sources(protocol: Protocol, root: str, out: str, seeds: int) -> dict:
     return result
 
 
-def run_experiment(protocol: Protocol, name: str, root: str, out: str, seeds: int) -> dict:
+def run_experiment(
+    protocol: Protocol, name: str, root: str, out: str, seeds: int, one_program: bool = False
+) -> dict:
     """Experiment ``name`` (``ablation``, ``flips``, ``flip_sources``, ``rho_sweep``,
-    ``alpha_sweep``) of ``protocol``, its runs under ``root``, its report in ``out``."""
+    ``alpha_sweep``) of ``protocol``, its runs under ``root``, its report in ``out``
+    (``one_program``: a row's missing seeds train as one S-seed program)."""
     if name in SWEEPS:
-        return sweep(protocol, root, out, seeds, name)
+        return sweep(protocol, root, out, seeds, name, one_program)
     study = {"ablation": ablation, "flips": flips, "flip_sources": flip_sources}[name]
-    return study(protocol, root, out, seeds)
+    return study(protocol, root, out, seeds, one_program)

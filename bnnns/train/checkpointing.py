@@ -71,15 +71,28 @@ def _one_line(error: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class _Manager(ocp.CheckpointManager):
+    """orbax's manager, kept off JAX's preemption sync point.
+
+    Under ``jax.distributed`` the sync point has one call counter per process: the last value
+    passed in, and the agreed stop is the next value after the largest. bnnns calls it once per
+    train step with its own count (:mod:`bnnns.train.preemption`); orbax would also call it,
+    in ``save`` and in its background finalize thread, with the checkpoint's step, so the
+    agreed stop came a step late (measured) or, were every process's last value orbax's, at a
+    count bnnns never passes. The loop saves on a stop itself; orbax need not know.
+    """
+
+    def reached_preemption(self, step: int) -> bool:
+        return False
+
+
 class StageCheckpointer:
     """Checkpoints of one stage under ``<workdir>/checkpoints/<stage>``; keeps the newest few."""
 
     def __init__(self, directory: str, max_to_keep: int = 2):
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "meta")
-        )
+        self._manager = _Manager(self.directory, options=options, item_names=("state", "meta"))
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()

@@ -277,13 +277,6 @@ def validate_config(config: ConfigDict, process_count: int = 1) -> list[str]:
     stages = parse_stages(config.stages)
     _check_dataset(config.dataset)
     _check_running(config)
-    if config.get("num_seeds", 1) > 1 and stages[0] != "pretrain":
-        _fail(
-            "num_seeds",
-            config.num_seeds,
-            f"a value > 1 needs the pretrain stage first in config.stages (got {config.stages!r}): "
-            "init_from is one run's; train its seeds separately",
-        )
     _number(config, "batch_size", low=1, integer=True)
     _number(config, "eval_batch_size", low=1, integer=True)
     if config.batch_size % process_count:

@@ -231,10 +231,12 @@ class SeedStages:
 
 
 def train_seeds(
-    config, workdir, stages, splits, info, mesh, callbacks, stop, load_data
+    config, workdir, stages, splits, info, mesh, callbacks, stop, load_data, load_pretrained
 ) -> dict[str, Any]:
     """:func:`~bnnns.train.train_lib.train_and_evaluate` for ``config.num_seeds > 1``
-    (``load_data``: reloads the splits of a seed when its validation split is seed-dependent)."""
+    (``load_data``: reloads the splits of a seed when its validation split is seed-dependent;
+    ``load_pretrained(run, init_from)``: the pretrained state every replica starts from when
+    ``config.stages`` has no pretrain stage, as each single run does)."""
     num = int(config.num_seeds)
     main = jax.process_index() == 0
     for s in range(num):  # each seed's workdir is a single run's: the same rerun rules
@@ -258,7 +260,11 @@ def train_seeds(
     pretrained, per_seed = None, [[] for _ in range(num)]
     try:
         for name in stages:
+            if name != "pretrain" and pretrained is None:  # each replica loads it, as alone
+                pretrained = [load_pretrained(run, config.init_from) for run in runs]
             group = SeedStages(runs, name)
+            for st in group.stages:
+                st.checkpointer.remove_unfinished()  # of a run that stopped mid-save
             states, metas = group.run_stage(pretrained)
             for st in group.stages:
                 st.checkpointer.close()

@@ -218,7 +218,18 @@ def _check_batch_fits(config: ConfigDict, num_train: int) -> None:
 
 def _train(config, workdir, stages, splits, info, mesh, callbacks, stop) -> dict[str, Any]:
     if config.get("num_seeds", 1) > 1:  # S replicas in one program (bnnns.train.seeds)
-        return train_seeds(config, workdir, stages, splits, info, mesh, callbacks, stop, load_data)
+        return train_seeds(
+            config,
+            workdir,
+            stages,
+            splits,
+            info,
+            mesh,
+            callbacks,
+            stop,
+            load_data,
+            _load_pretrained,
+        )
     run = Run(
         config,
         workdir,
