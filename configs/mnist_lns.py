@@ -2,13 +2,15 @@
 
     python train.py --config configs/mnist_lns.py --workdir runs/mnist_lns
 
-The paper's optimizer and schedule shape (§4, Q12), scaled to MNIST: SGD, momentum 0.9, weight
-decay 0, batch 128. Pretrain 12 epochs at lr 0.05, cosine to 0 (at 0.1 this width-16 CNN's
-loss reached 39 in its first epoch: the real head sees 3136 features; 8 epochs ended at 97.2%,
-at lr 0.05 and at 0.02); LNS: converged warm start of
-the mapping networks (D7), then 2 epochs at the paper's fine-tuning lr 0.01, x0.1 at 1/4, 1/2
-and 3/4 of the budget (the paper's 30/60/90 of 120 epochs), alpha 1, rho 0.005, the mean
-auxiliary loss (D3), the clipped weight STE on q^ (D2). Measured accuracies: README.
+Sized for the README's first command: within 10 minutes, install included, on the slower 2-core
+CPU kind (issue 17). Pretrain 4 epochs with Adam at lr 3e-3, cosine to 0, batch 128: on MNIST
+it reached 98.06% test accuracy in 4 epochs where the paper's SGD (momentum 0.9, lr 0.05, cosine)
+needed 12 for 97.51%; Adam at lr 1e-3 gave 97.54% and at 1e-2 91.3% after its first epoch (of
+4), where 3e-3 gave 96.9% (2026-12-01, AMD EPYC; README). LNS: converged warm start of the
+mapping networks (D7), then 1 epoch at the paper's fine-tuning optimizer and lr (SGD, momentum
+0.9, lr 0.01, x0.1 at 1/4, 1/2 and 3/4 of the budget: the paper's 30/60/90 of 120 epochs),
+alpha 1, rho 0.005, the mean auxiliary loss (D3), the clipped weight STE on q^ (D2). The MNIST
+ablations (``configs/mnist_ablation.py``) keep the paper's SGD throughout. Measured: README.
 """
 
 from bnnns.train.default_config import base_config
@@ -21,10 +23,10 @@ def get_config():
     c.model.name = "cnn"
     c.model.width = 16
     c.batch_size = 128
+    c.pretrain.update(epochs=4, optimizer="adam", learning_rate=3e-3, schedule="cosine")
     sgd = dict(optimizer="sgd", momentum=0.9, weight_decay=0.0)
-    c.pretrain.update(epochs=12, learning_rate=0.05, schedule="cosine", **sgd)
     fine_tune = dict(
-        epochs=2, learning_rate=0.01, schedule="step", decay_epochs=(0.5, 1.0, 1.5), **sgd
+        epochs=1, learning_rate=0.01, schedule="step", decay_epochs=(0.25, 0.5, 0.75), **sgd
     )
     c.finetune.update(fine_tune)
     c.lns.update(fine_tune)
