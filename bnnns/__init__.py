@@ -10,7 +10,8 @@ export and exact integer inference, and :mod:`bnnns.bench` / :mod:`bnnns.experim
 
 import importlib as _importlib
 
-from bnnns import _compat
+# _xla_cpu sets XLA_FLAGS on import, before any module below can start a JAX backend
+from bnnns import _compat, _xla_cpu  # noqa: F401
 from bnnns.core import estimators, losses, metrics, scaling
 from bnnns.core.estimators import approx_sign, sign, ste_sign
 from bnnns.core.losses import lns_loss, unbiased_loss

@@ -290,3 +290,45 @@ def test_reference_mapping_impl_agrees_with_the_default(impl, dense):
     assert _rel_l2(collect_aux_loss(lns_new), collect_aux_loss(lns_ref)) < 1e-4
     assert _rel_l2(g_new["kernel"], g_ref["kernel"]) < 1e-4
     assert abs(float(l_new - l_ref)) <= 1e-4 * abs(float(l_ref))
+
+
+@pytest.mark.parametrize("scale_mode", ["layer", "channel"])
+@pytest.mark.parametrize("layer_kind", ["linen", "nnx"])
+def test_equal_binary_sums_give_bit_equal_outputs(scale_mode, layer_kind):
+    """``s * conv(x, Q)``, not ``conv(x, s * Q)``: on ±1 inputs, every output position with the
+    same integer sum holds the same float, bit for bit, whatever the conv's summation order. A
+    max-pool after the layer then breaks ties the same way on every XLA conv path (with ``s``
+    folded into the weights, the first layers' gradients differed by 30% between XLA:CPU's two
+    conv paths; bnnns/_xla_cpu.py)."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(np.sign(rng.standard_normal((4, 9, 9, 24))).astype(np.float32))
+    if layer_kind == "linen":
+        layer = bnnns.BinaryConv(8, weight_scale=scale_mode)
+        variables = drop_sown(layer.init(jax.random.key(0), x))
+        y = layer.apply(variables, x)
+        kernel = variables["params"]["kernel"]
+    else:
+        from flax import nnx
+
+        layer = bnnns.nnx.BinaryConv(24, 8, weight_scale=scale_mode, rngs=nnx.Rngs(0))
+        y = layer(x)
+        kernel = layer.kernel[...]
+    q = np.sign(np.asarray(kernel)).astype(np.int64)
+    xi = np.asarray(x).astype(np.int64)
+    counts = np.asarray(
+        jax.lax.conv_general_dilated(
+            jnp.asarray(xi, jnp.int32),
+            jnp.asarray(q, jnp.int32),
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+    )
+    y = np.asarray(y)
+    groups = 0
+    for c in range(y.shape[-1]):
+        for k in np.unique(counts[..., c]):
+            values = y[..., c][counts[..., c] == k]
+            assert np.unique(values).size == 1, (c, k, np.unique(values))
+            groups += values.size > 1
+    assert groups > 8 * 20  # many tied groups were compared

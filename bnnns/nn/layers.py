@@ -74,6 +74,7 @@ __all__ = [
     "drop_sown",
     "set_progress",
     "uses_progress",
+    "scaled_output",
     "PROGRESS",
     "SOWN_COLLECTIONS",
     "WEIGHT_BINARIZERS",
@@ -279,6 +280,19 @@ class _BinaryWeights(nn.Module):
         """``s * Q`` (D8 scale times binary weights), differentiable through the STE; the
         latent ``W`` itself for ``weight_binarizer="real"`` (whose ``binary_weights`` are then
         ``sign(W)``, for the flip rate)."""
+        binary, scale = self.binary_kernel_and_scale(kernel)
+        return binary if scale is None else binary * scale.astype(binary.dtype)
+
+    def binary_kernel_and_scale(self, kernel: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """``(Q, s)`` of :meth:`binary_kernel` apart (``s`` None for ``"real"``).
+
+        The layers apply ``s`` to the conv's output, not to its weights: ``conv(x, Q)`` of ±1
+        inputs is an exact integer in float32, so equal outputs are equal bit for bit and a
+        following max-pool breaks its ties the same way whatever the conv's summation order.
+        With ``s`` folded into the weights, XLA's two CPU conv paths rounded the sums of ``±s``
+        differently, broke the pool's ties differently, and the first layers' gradients
+        differed by 30% (docs/bench.md, "XLA:CPU flags").
+        """
         self._check()
         if self.weight_binarizer == "real":
             self.sow(
@@ -287,7 +301,7 @@ class _BinaryWeights(nn.Module):
                 sign(kernel).astype(jnp.int8),
                 reduce_fn=_replace,
             )
-            return kernel
+            return kernel, None
         scale = weight_scale(kernel, self.weight_scale)
         if self.weight_binarizer == "sign":
             binary = self._weight_sign(kernel)
@@ -310,7 +324,7 @@ class _BinaryWeights(nn.Module):
             binary = self._weight_sign(self._cls_path(mapping, kernel, q_hat))  # D2
         q = binary.astype(jnp.int8)
         self.sow("binary_weights", BINARY_WEIGHTS_KEY, q, reduce_fn=_replace)
-        return binary * scale.astype(binary.dtype)
+        return binary, scale
 
     def _weight_sign(self, x: jax.Array) -> jax.Array:
         """``sign(x)`` with the weight STE of D2: ``"identity"`` (``g``), ``"clipped"``
@@ -365,7 +379,7 @@ class _BinaryWeights(nn.Module):
         if self.activation == "none":
             if accumulate:
                 raise ValueError(f"{type(self).__name__}: real inputs have no integer accumulator")
-            return float_op(x.astype(dtype), bits.astype(dtype) * scale.astype(dtype))
+            return scaled_output(float_op(x.astype(dtype), bits.astype(dtype)), scale)
         x = x.astype(dtype)
         if self.activation == "rsign":  # ReActNet: the learned threshold, before the sign
             x = x - self._act_threshold(x).astype(dtype)
@@ -402,6 +416,14 @@ class _BinaryWeights(nn.Module):
             return sign(jax.lax.stop_gradient(kernel))
         frozen = self.variable("lns_labels", "q_tilde", lambda: sign(kernel).astype(jnp.int8))
         return frozen.value.astype(kernel.dtype)
+
+
+def scaled_output(y: jax.Array, scale: jax.Array | None) -> jax.Array:
+    """``y * s``: the D8 scale on a layer's output (its last axis is the kernel's output axis,
+    so a ``"channel"`` scale of shape ``(1, ..., 1, c_out)`` broadcasts as on the kernel)."""
+    if scale is None:
+        return y
+    return y * scale.reshape(scale.shape[-1:] if scale.ndim else ()).astype(y.dtype)
 
 
 class BinaryConv(_BinaryWeights):
@@ -484,8 +506,8 @@ class BinaryConv(_BinaryWeights):
             return self.deployed(x, shape, int_op, conv, accumulate, packed)
         kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
         dtype = self.dtype or x.dtype
-        w = self.binary_kernel(kernel).astype(dtype)
-        return conv(self.activations(x.astype(dtype)), w)
+        binary, scale = self.binary_kernel_and_scale(kernel)
+        return scaled_output(conv(self.activations(x.astype(dtype)), binary.astype(dtype)), scale)
 
 
 class BinaryDense(_BinaryWeights):
@@ -516,5 +538,5 @@ class BinaryDense(_BinaryWeights):
             return self.deployed(x, shape, int_op, jnp.matmul, accumulate, packed)
         kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
         dtype = self.dtype or x.dtype
-        w = self.binary_kernel(kernel).astype(dtype)
-        return self.activations(x.astype(dtype)) @ w
+        binary, scale = self.binary_kernel_and_scale(kernel)
+        return scaled_output(self.activations(x.astype(dtype)) @ binary.astype(dtype), scale)

@@ -51,7 +51,7 @@ from bnnns.core.mapping import (
 from bnnns.core.metrics import sign_agreement
 from bnnns.core.scaling import SCALE_MODES, weight_scale
 from bnnns.nn import layers as linen_layers
-from bnnns.nn.layers import binarize_activations, uses_progress
+from bnnns.nn.layers import binarize_activations, scaled_output, uses_progress
 
 __all__ = [
     "BinaryConv",
@@ -335,9 +335,16 @@ class _BinaryLayer(nnx.Module):
 
     def binary_kernel(self) -> jax.Array:
         """``s * Q`` through the STE (D8, D2); the latent ``W`` for ``"real"``."""
+        binary, scale = self.binary_kernel_and_scale()
+        return binary if scale is None else binary * scale.astype(binary.dtype)
+
+    def binary_kernel_and_scale(self) -> tuple[jax.Array, jax.Array | None]:
+        """``(Q, s)`` of :meth:`binary_kernel` apart (``s`` None for ``"real"``); the layers
+        apply ``s`` to their output, as the linen layers do
+        (:meth:`bnnns.nn.layers.BinaryConv.binary_kernel_and_scale` says why)."""
         kernel = self.kernel[...]
         if self.weight_binarizer == "real":
-            return kernel
+            return kernel, None
         scale = weight_scale(kernel, self.weight_scale)
         if self.weight_binarizer == "sign":
             binary = self._weight_sign(kernel)
@@ -358,12 +365,12 @@ class _BinaryLayer(nnx.Module):
                 cls_path = q_theta + (kernel - jax.lax.stop_gradient(kernel)).astype(q_theta.dtype)
             binary = self._weight_sign(cls_path)  # D2
         self.kernel_sign[...] = binary.astype(jnp.int8)
-        return binary * scale.astype(binary.dtype)
+        return binary, scale
 
     def forward(self, x: jax.Array, op: Callable, int_op: Callable, accumulate: bool) -> Any:
         dtype = self.dtype or x.dtype
         if self.weight_binarizer != "deployed":
-            w = self.binary_kernel().astype(dtype)
+            binary, scale = self.binary_kernel_and_scale()
             threshold = self.act_threshold[...] if self.activation == "rsign" else None
             progress = self.progress[...] if hasattr(self, "progress") else None
             xb = binarize_activations(
@@ -374,13 +381,13 @@ class _BinaryLayer(nnx.Module):
                 swish_beta=self.swish_beta,
                 progress=progress,
             )
-            return op(xb, w)
+            return scaled_output(op(xb, binary.astype(dtype)), scale)
         bits, scale = self.bits[...], self.scale[...]
         self.kernel_sign[...] = bits
         if self.activation == "none":
             if accumulate:
                 raise ValueError(f"{type(self).__name__}: real inputs have no integer accumulator")
-            return op(x.astype(dtype), bits.astype(dtype) * scale.astype(dtype))
+            return scaled_output(op(x.astype(dtype), bits.astype(dtype)), scale)
         x = x.astype(dtype)
         if self.activation == "rsign":  # ReActNet: the learned threshold, before the sign
             x = x - self.act_threshold[...].astype(dtype)
