@@ -53,16 +53,67 @@ def test_grain_in_process_equals_threads(make, kw):
     assert threads and len(threads) == (3 if kw["train"] else 6)
 
 
+def test_one_grain_sequence_runs_on_across_epochs():
+    """A kept pool's indices run from one epoch into the next: the batches of epoch 1 from
+    step 1, then all of epoch 2 (another order), as the thread pipeline builds them."""
+    from bnnns.data import grain_loader
+    from bnnns.data.pipeline import epoch_plan
+
+    split, info = imagenet_like(30)
+    common = dict(global_batch_size=8, seed=4, train=True)
+    plan, steps = epoch_plan(split, info, epoch=1, start_step=1, **common)
+    start = steps.stop + 1  # epoch 1, step 1
+    got = list(grain_loader._open(plan, steps.stop, start, start + 2 * steps.stop - 1, 0))
+    want = epoch(split, info, epoch=1, start_step=1, **common) + epoch(split, info, epoch=2, **common)
+    assert_same(got, want)
+
+
+def test_worker_batches_are_built_in_shared_memory(monkeypatch):
+    """In a worker the images are written into the block grain passes on (no copy into a new one)."""
+    from grain._src.python.ipc import shared_memory_array as shm
+
+    from bnnns.data import grain_loader
+    from bnnns.data.pipeline import epoch_plan
+
+    split, info = cifar_like(16)
+    plan, _ = epoch_plan(split, info, global_batch_size=8, seed=0, epoch=0, train=True)
+    monkeypatch.setattr(grain_loader, "_IN_WORKER", True)
+    batch = grain_loader._LoadBatch(plan, 2).map(1)
+    meta = shm.copy_to_shm(batch, min_size=grain_loader._MIN_SHM_BYTES)["image"]
+    assert meta.name == batch["image"].shm.name  # handed on by name: the block it was built in
+    assert_same([dict(batch)], [plan.load(1, 0, 8)])
+    batch["image"].unlink_on_del()
+
+
 @pytest.mark.slow
 def test_grain_worker_processes_equal_threads():
-    """Two worker processes: the same batches, in order, resumed mid-epoch."""
+    """Two worker processes: the same batches, in order, resumed mid-epoch; the pool carries on
+    into the next epoch and the next eval pass; another position opens a new one."""
+    from bnnns.data import close_worker_pools, grain_loader
+
     split, info = imagenet_like(40)
-    common = dict(global_batch_size=8, seed=5, epoch=2, train=True, start_step=1)
-    workers = epoch(split, info, loader="grain", num_threads=2, **common)
-    assert_same(workers, epoch(split, info, num_threads=0, **common))
-    other = epoch(split, info, loader="grain", num_threads=0, **{**common, "seed": 6})
-    assert not np.array_equal(other[0]["image"], workers[0]["image"])
-    del workers  # grain's shared-memory arrays are freed before the interpreter exits
+    common = dict(global_batch_size=8, seed=5, train=True)
+    close_worker_pools()
+    try:
+        workers = epoch(split, info, loader="grain", num_threads=2, epoch=2, start_step=1, **common)
+        assert_same(workers, epoch(split, info, num_threads=0, epoch=2, start_step=1, **common))
+        (pool,) = grain_loader._POOLS.values()
+        again = epoch(split, info, loader="grain", num_threads=2, epoch=3, **common)
+        assert list(grain_loader._POOLS.values()) == [pool]  # the same workers
+        assert_same(again, epoch(split, info, num_threads=0, epoch=3, **common))
+        resumed = epoch(split, info, loader="grain", num_threads=2, epoch=3, start_step=2, **common)
+        assert list(grain_loader._POOLS.values()) != [pool]  # opened at the resume step
+        assert_same(resumed, again[2:])
+        other = epoch(split, info, loader="grain", num_threads=0, epoch=2, **{**common, "seed": 6})
+        assert not np.array_equal(other[1]["image"], workers[0]["image"])
+        evals = [epoch(split, info, loader="grain", num_threads=1, train=False, seed=0,
+                       global_batch_size=16, epoch=e) for e in (0, 1)]
+        assert_same(evals[0], evals[1])
+        assert_same(evals[0], epoch(split, info, train=False, seed=0, global_batch_size=16, epoch=0))
+        assert len(grain_loader._POOLS) == 2  # train and eval, the second pass reused
+    finally:
+        close_worker_pools()
+    assert not grain_loader._POOLS
 
 
 def test_unknown_loader_is_refused():
