@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             row = measure(paths, loader, workers, args.batch, args.batches)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    print("\n| loader | workers | start-up (s) | images/s | next epoch (s) |\n|---|---|---|---|---|")
+    print("\n| loader | workers | start-up (s) | images/s | next epoch (s) |")
+    print("|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['loader']} | {r['workers']} | {r['startup_s']} | {r['images_per_s']} "

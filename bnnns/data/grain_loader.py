@@ -86,7 +86,7 @@ def _open(plan: _Plan, steps_per_epoch: int, start: int, stop: int, workers: int
     return iter(it)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # pools compare by identity
 class _Pool:
     """A live grain iterator and the index its next batch has."""
 
