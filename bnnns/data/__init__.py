@@ -21,7 +21,14 @@ one batch of prefetch, and pads + masks the last eval batch (:mod:`bnnns.data.pi
 """
 
 from bnnns.data.loader import load_dataset
-from bnnns.data.pipeline import batch_iterator, steps_per_epoch
+from bnnns.data.pipeline import batch_iterator, close_worker_pools, steps_per_epoch
 from bnnns.data.split import DatasetInfo, Split
 
-__all__ = ["DatasetInfo", "Split", "batch_iterator", "load_dataset", "steps_per_epoch"]
+__all__ = [
+    "DatasetInfo",
+    "Split",
+    "batch_iterator",
+    "close_worker_pools",
+    "load_dataset",
+    "steps_per_epoch",
+]

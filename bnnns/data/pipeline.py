@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -51,6 +52,11 @@ def steps_per_epoch(num_examples: int, global_batch_size: int, drop_remainder: b
     return -(-num_examples // global_batch_size)
 
 
+def _order(n: int, seed: int, epoch: int, train: bool) -> np.ndarray:
+    """The epoch's order of the ``n`` examples: shuffled by ``(seed, epoch)`` for training."""
+    return np.random.default_rng([seed, epoch]).permutation(n) if train else np.arange(n)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Plan:
     """Everything needed to build any local batch of one epoch."""
@@ -65,29 +71,46 @@ class _Plan:
     epoch: int
     train: bool
 
-    def _transform(self, images: np.ndarray, step: int, positions: np.ndarray) -> np.ndarray:
-        """Augments (train) / resizes (imagenet) and normalises the valid rows."""
+    def _transform(
+        self, images: np.ndarray, step: int, positions: np.ndarray, out: np.ndarray
+    ) -> None:
+        """Augments (train) / resizes (imagenet) and normalises the valid rows into ``out``."""
         info = self.info
         if info.augment == "imagenet":
             size, channels = info.image_shape[0], info.image_shape[2]
-            out = []
-            for image, pos in zip(images, positions, strict=True):
+            for i, (image, pos) in enumerate(zip(images, positions, strict=True)):
                 image = transforms.to_channels(np.asarray(image), channels)
                 if self.train:
                     key = [self.seed, self.epoch, step, int(pos), _IMAGENET_TAG]
                     image = transforms.imagenet_train(image, size, np.random.default_rng(key))
                 else:
                     image = transforms.imagenet_eval(image, size)
-                out.append(image)
-            images = np.stack(out) if out else np.zeros((0, *info.image_shape), np.uint8)
-        elif info.augment == "cifar" and self.train:
+                transforms.normalize(image, info.mean, info.std, out=out[i])
+            return
+        if info.augment == "cifar" and self.train:
             rng = np.random.default_rng([self.seed, self.epoch, step, _CIFAR_TAG])
             params = transforms.cifar_params(rng, self.global_batch_size)
             images = transforms.pad_crop_flip(images, params[positions])
-        return transforms.normalize(images, info.mean, info.std)
+        transforms.normalize(images, info.mean, info.std, out=out)
 
-    def load(self, step: int, lo: int, hi: int) -> Batch:
-        """Builds rows ``[lo, hi)`` of this process's part of global batch ``step``."""
+    def for_epoch(self, epoch: int) -> _Plan:
+        """The plan of ``epoch`` (an eval plan is the same for every epoch)."""
+        if not self.train or epoch == self.epoch:
+            return self
+        order = _order(len(self.split), self.seed, epoch, self.train)
+        return dataclasses.replace(self, epoch=epoch, order=order)
+
+    def empty(self, n: int) -> Batch:
+        """A zeroed batch of ``n`` rows (what :meth:`load` fills)."""
+        return {
+            "image": np.zeros((n, *self.info.image_shape), dtype=np.float32),
+            "label": np.zeros((n,), dtype=np.int32),
+            "mask": np.zeros((n,), dtype=np.float32),
+        }
+
+    def load(self, step: int, lo: int, hi: int, out: Batch | None = None) -> Batch:
+        """Builds rows ``[lo, hi)`` of this process's part of global batch ``step``, into
+        ``out`` (zeroed, as :meth:`empty` makes) when given: padding rows are left as they are."""
         positions = self.process_index * self.local_batch_size + np.arange(lo, hi)
         flat = step * self.global_batch_size + positions
         valid = flat < len(self.order)
@@ -95,16 +118,13 @@ class _Plan:
         images, labels = self.split.get(self.order[flat[valid]])
         if images.ndim == 3 and images.dtype != object:
             images = images[..., None]
-        n = hi - lo
-        out_images = np.zeros((n, *self.info.image_shape), dtype=np.float32)
-        out_labels = np.zeros((n,), dtype=np.int32)
-        mask = np.zeros((n,), dtype=np.float32)
+        out = self.empty(hi - lo) if out is None else out
         k = len(positions)
         if k:
-            out_images[:k] = self._transform(images, step, positions)
-            out_labels[:k] = labels
-            mask[:k] = 1.0
-        return {"image": out_images, "label": out_labels, "mask": mask}
+            self._transform(images, step, positions, out["image"][:k])
+            out["label"][:k] = labels
+            out["mask"][:k] = 1.0
+        return out
 
 
 def _concat(parts: list[Batch]) -> Batch:
@@ -199,6 +219,14 @@ def batch_iterator(
     return _run(plan, steps, num_threads)
 
 
+def close_worker_pools() -> None:
+    """Ends the grain worker pools kept for later epochs (:mod:`bnnns.data.grain_loader`); a
+    no-op when grain was not used."""
+    module = sys.modules.get("bnnns.data.grain_loader")
+    if module is not None:
+        module.close_pools()
+
+
 def epoch_plan(
     split: Split,
     info: DatasetInfo,
@@ -235,11 +263,10 @@ def epoch_plan(
     num_steps = steps_per_epoch(n, global_batch_size, drop_remainder)
     if not 0 <= start_step <= num_steps:
         raise ValueError(f"start_step {start_step} not in [0, {num_steps}] (steps per epoch).")
-    order = np.random.default_rng([seed, epoch]).permutation(n) if train else np.arange(n)
     plan = _Plan(
         split=split,
         info=info,
-        order=order,
+        order=_order(n, seed, epoch, train),
         global_batch_size=global_batch_size,
         local_batch_size=global_batch_size // process_count,
         process_index=process_index,

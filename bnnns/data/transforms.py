@@ -28,18 +28,28 @@ RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 
 
-def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def normalize(
+    images: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Scales uint8 images to ``[0, 1]`` (floats are kept) and standardises each channel.
 
     Args:
         images: ``(..., C)`` array.
         mean: Per-channel (or single) mean.
         std: Per-channel (or single) standard deviation.
+        out: Optional float32 array of ``images``' shape to write into (e.g. a batch in shared
+            memory); the same values bit for bit as without it.
 
     Returns:
-        float32 array of the same shape.
+        float32 array of the same shape (``out`` when given).
     """
-    out = images.astype(np.float32)
+    if out is None:
+        out = images.astype(np.float32)
+    else:
+        np.copyto(out, images, casting="unsafe")  # the cast of astype(np.float32)
     if images.dtype == np.uint8:
         out *= np.float32(1.0 / 255.0)
     out -= np.asarray(mean, dtype=np.float32)

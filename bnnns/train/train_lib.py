@@ -184,6 +184,7 @@ def train_and_evaluate(
             with stop.installed():  # SIGTERM / SIGINT: save this step, raise Preempted
                 return _train(config, workdir, stages, splits, info, mesh, callbacks, stop)
         finally:
+            data_lib.close_worker_pools()  # grain's, kept across epochs (not across runs)
             lock.release()
 
 
