@@ -81,6 +81,42 @@ def test_xnor_conv_equals_the_float_conv_of_signs(
 
 
 @needs_native
+@settings(max_examples=8)
+@given(
+    n=st.integers(1, 3),
+    hw=st.tuples(st.integers(3, 8), st.integers(3, 8)),
+    c_in=st.sampled_from([3, 16, 70]),
+    strides=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    chunk_work=st.integers(1, 200),
+    jit=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_xnor_conv_is_the_same_on_the_pool_in_any_chunks(
+    n, hw, c_in, strides, chunk_work, jit, seed
+):
+    """parallel_work=0 sends every call to XLA's pool in up to 64 chunks of output rows (and
+    input rows to pack), also where chunks outnumber rows; the result is the serial one."""
+    x, q = _inputs(seed, (n, *hw, c_in), (3, 3, c_in, 4))
+    op = lambda x, q, **kw: xnor_conv(x, q, strides, "SAME", **kw)  # noqa: E731
+    if jit:
+        op = jax.jit(op, static_argnames=("chunk_work", "parallel_work"))
+    pooled = op(x, q, chunk_work=chunk_work, parallel_work=0)
+    serial = op(x, q, parallel_work=2**62)
+    ref = int_conv(sign_int8(x), q, strides, "SAME")
+    np.testing.assert_array_equal(np.asarray(pooled), np.asarray(ref))
+    np.testing.assert_array_equal(np.asarray(serial), np.asarray(ref))
+
+
+@needs_native
+def test_xnor_conv_refuses_bad_thread_settings():
+    x, q = _inputs(0, (1, 3, 3, 2), (3, 3, 2, 1))
+    with pytest.raises(ValueError, match="chunk_work must be >= 1 and parallel_work >= 0, got 0, "):
+        xnor_conv(x, q, chunk_work=0)
+    with pytest.raises(ValueError, match="parallel_work >= 0, got 8192, -1"):
+        xnor_conv(x, q, parallel_work=-1)
+
+
+@needs_native
 @pytest.mark.parametrize("c_in", [1, 63, 64, 200])
 def test_xnor_dense_equals_int_dense(c_in):
     x, q = _inputs(c_in, (3, c_in), (c_in, 7))

@@ -26,7 +26,21 @@ import numpy as np
 from bnnns.core import native
 from bnnns.core.packing import pack_words
 
-__all__ = ["explicit_padding", "pack_window_weights", "xnor_conv", "xnor_dense"]
+__all__ = [
+    "CHUNK_WORK",
+    "PARALLEL_WORK",
+    "explicit_padding",
+    "pack_window_weights",
+    "xnor_conv",
+    "xnor_dense",
+]
+
+# Threads: a call of ``work = N Ho Wo c_out L`` (output value, word) pairs runs on the calling
+# thread alone below PARALLEL_WORK (every conv of resnet20 at batch 1: 20k-49k pairs; on the
+# pool it was no faster, and it waits on pool threads a loaded machine deschedules), else in
+# chunks of ~CHUNK_WORK pairs (at most 64) on XLA's intra-op pool.
+CHUNK_WORK = 1 << 13
+PARALLEL_WORK = 1 << 17
 
 
 def explicit_padding(
@@ -61,13 +75,23 @@ def xnor_conv(
     strides: Sequence[int] = (1, 1),
     padding: Any = "SAME",
     packed: tuple[jax.Array, jax.Array] | None = None,
+    *,
+    chunk_work: int = CHUNK_WORK,
+    parallel_work: int = PARALLEL_WORK,
 ) -> jax.Array:
     """``sign(x) ⊛ q`` as ``int32`` on packed bits: NHWC float ``x`` (``x >= 0`` is +1, D10),
     HWIO ±1 ``q``; equals :func:`bnnns.core.binary_ops.int_conv` of ``sign_int8(x)``.
 
     ``packed``: :func:`pack_window_weights` of ``q``, when computed once beforehand (else here).
+    ``chunk_work``, ``parallel_work``: how the kernel splits its work over threads
+    (:data:`CHUNK_WORK`, :data:`PARALLEL_WORK`); the result does not depend on them.
     Needs the native kernel (:func:`bnnns.core.native.status`) and runs on CPU.
     """
+    if chunk_work < 1 or parallel_work < 0:
+        raise ValueError(
+            f"xnor_conv: chunk_work must be >= 1 and parallel_work >= 0, "
+            f"got {chunk_work}, {parallel_work}"
+        )
     state = native.status()
     if not state.available:
         raise RuntimeError(f"xnor_conv needs the native CPU kernel: {state.detail}")
@@ -83,6 +107,7 @@ def xnor_conv(
         native.XNOR_CONV_TARGET, jax.ShapeDtypeStruct((n, ho, wo, c_out), jnp.int32)
     )
     attrs = {"kh": kh, "kw": kw, "sh": sh, "sw": sw, "pad_top": top, "pad_left": left}
+    attrs.update(chunk_work=chunk_work, parallel_work=parallel_work)
     return call(x.astype(jnp.float32), words, wpop, **{k: np.int64(v) for k, v in attrs.items()})
 
 

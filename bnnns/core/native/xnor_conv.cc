@@ -1,7 +1,8 @@
 // XNOR-popcount binary convolution for the XLA CPU runtime (an XLA FFI custom call).
 //
 // bnnns_xnor_conv(x: f32[N,H,W,C], w: u32[Cout, 2*L], wpop: s32[Cout, KH*KW])
-//   -> s32[N,Ho,Wo,Cout]   with attributes kh, kw, sh, sw, pad_top, pad_left.
+//   -> s32[N,Ho,Wo,Cout]   with attributes kh, kw, sh, sw, pad_top, pad_left, chunk_work,
+//      parallel_work.
 //
 // sign(x) (bit 1 <=> x >= 0, D10) is packed per pixel along C; for every output position the
 // (kh, kw, c) window is gathered into L = ceil(KH*KW*C / 64) words (bit (ky*KW + kx)*C + c,
@@ -116,7 +117,8 @@ void parallel_for(ffi::ThreadPool& pool, int64_t chunks, std::function<void(int6
 
 ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::U32> w,
                         ffi::Buffer<ffi::S32> wpop, ffi::ResultBuffer<ffi::S32> out, int64_t kh,
-                        int64_t kw, int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left) {
+                        int64_t kw, int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left,
+                        int64_t chunk_work, int64_t parallel_work) {
   const auto xd = x.dimensions(), wd = w.dimensions(), od = out->dimensions();
   if (xd.size() != 4 || wd.size() != 2 || od.size() != 4)
     return ffi::Error::InvalidArgument("bnnns_xnor_conv: x, out must be 4-D and w 2-D");
@@ -138,16 +140,26 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   const int32_t* pop = wpop.typed_data();
   int32_t* op = out->typed_data();
   const int64_t in_rows = g.n * g.h, rows = g.n * g.ho;
-  // ~8k (output value, word) pairs per chunk: the smallest layers stay on the calling thread
+  // `work` (output value, word) pairs; below parallel_work the whole call stays on the calling
+  // thread (a pool hand-off costs more than it saves there: resnet20 at batch 1), above it
+  // chunks of ~chunk_work pairs go to the pool
   const int64_t work = rows * g.wo * g.cout * g.l;
-  const int64_t chunks = std::clamp<int64_t>(work / (1 << 13), 1, 64);
+  if (chunk_work < 1 || parallel_work < 0)
+    return ffi::Error::InvalidArgument("bnnns_xnor_conv: chunk_work >= 1, parallel_work >= 0");
+  if (work < parallel_work) {
+    pack_any(xp, pp, g, 0, in_rows);
+    conv_any(pp, zp, wp, pop, op, g, 0, rows);
+    return ffi::Error::Success();
+  }
+  const int64_t chunks = std::clamp<int64_t>(work / chunk_work, 1, 64);
   const int64_t in_chunk = (in_rows + chunks - 1) / chunks;
   parallel_for(pool, chunks, [&, xp, pp](int64_t i) {
-    pack_any(xp, pp, g, i * in_chunk, std::min(in_rows, (i + 1) * in_chunk));
+    pack_any(xp, pp, g, std::min(in_rows, i * in_chunk), std::min(in_rows, (i + 1) * in_chunk));
   });
   const int64_t row_chunk = (rows + chunks - 1) / chunks;
   parallel_for(pool, chunks, [&, pp, zp, wp, pop, op](int64_t i) {
-    conv_any(pp, zp, wp, pop, op, g, i * row_chunk, std::min(rows, (i + 1) * row_chunk));
+    conv_any(pp, zp, wp, pop, op, g, std::min(rows, i * row_chunk),
+             std::min(rows, (i + 1) * row_chunk));
   });
   return ffi::Error::Success();
 }
@@ -168,4 +180,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BnnnsXnorConv, XnorConvImpl,
                                   .Attr<int64_t>("sh")
                                   .Attr<int64_t>("sw")
                                   .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left"));
+                                  .Attr<int64_t>("pad_left")
+                                  .Attr<int64_t>("chunk_work")
+                                  .Attr<int64_t>("parallel_work"));
