@@ -251,6 +251,31 @@ def test_validation_carve_disjoint_sized_deterministic(tmp_path: Path) -> None:
     assert info.num_train == 20
     with pytest.raises(ValueError, match="validation_fraction"):
         load_dataset(spec, validation_fraction=1.0)
+    # eval_subset: the first rows of test and validation; train untouched
+    ev, info = load_dataset(spec, validation_fraction=0.25, validation_seed=3, eval_subset=7)
+    np.testing.assert_array_equal(ev["validation"].labels, val_ids[:7])
+    np.testing.assert_array_equal(ev["test"].labels, splits["test"].labels[:7])
+    np.testing.assert_array_equal(ev["train"].labels, train_ids)
+    assert (info.num_train, info.num_validation, info.num_test) == (150, 7, 7)
+    big, _ = load_dataset(spec, validation_fraction=0.25, validation_seed=3, eval_subset=1000)
+    np.testing.assert_array_equal(big["test"].labels, splits["test"].labels)
+    with pytest.raises(ValueError, match="eval_subset must be positive, got 0"):
+        load_dataset(spec, eval_subset=0)
+
+
+def test_eval_subset_config_is_checked_and_used() -> None:
+    from helpers import tiny_config
+
+    from bnnns.errors import ConfigError
+    from bnnns.train.config_checks import validate_config
+    from bnnns.train.train_lib import load_data
+
+    with pytest.raises(ConfigError, match=r"config.eval_subset=-1 is not allowed"):
+        validate_config(tiny_config(eval_subset=-1))
+    splits, info = load_data(tiny_config(eval_subset=300, validation_fraction=0.1))
+    assert (len(splits["test"]), len(splits["validation"]), info.num_test) == (300, 300, 300)
+    full, _ = load_data(tiny_config(eval_subset=0))
+    assert len(full["test"]) == 10000
 
 
 # ---------------------------------------------------------------- tfds (mocked, TF-free)

@@ -5,16 +5,16 @@ auxiliary loss of Eq. 17 (the old D3) fails the same criterion, so the test woul
 sum. (Alpha 5 gave the same verdicts; it was dropped from CI for time, issue 17.)
 
 The probe runs in a subprocess without the tests' ``--xla_backend_optimization_level=0``
-(conftest.py): unoptimised XLA code runs the 18 mapping networks ~10x slower.
+(conftest.py; ``helpers.run_optimized``): unoptimised XLA code runs the 18 mapping networks ~10x
+slower.
 """
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import run_optimized
 
 from bnnns.bench.stability import is_stable
 from bnnns.train.default_config import load_config_file
@@ -35,9 +35,7 @@ def test_the_probe_runs_the_shipped_recipe():
 @pytest.mark.slow
 def test_cifar_lns_recipe_is_stable_and_the_sum_is_not(tmp_path):
     out = tmp_path / "probe.json"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     cmd = [
-        sys.executable,
         "-m",
         "bnnns.bench.stability",
         "--config",
@@ -52,7 +50,7 @@ def test_cifar_lns_recipe_is_stable_and_the_sum_is_not(tmp_path):
         "--json",
         str(out),
     ]
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    p = run_optimized(cmd, cwd=ROOT, timeout=900)
     assert out.exists(), p.stdout + p.stderr
     result = json.loads(out.read_text())
     assert result["layers"] == 18 and result["warm_start"]["min_agreement"] >= 0.995, p.stdout

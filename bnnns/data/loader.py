@@ -78,6 +78,7 @@ def load_dataset(
     validation_fraction: float = 0.0,
     validation_seed: int = 0,
     train_subset: int | None = None,
+    eval_subset: int | None = None,
     image_size: int | None = None,
     augment: str | None = None,
 ) -> tuple[dict[str, Split], DatasetInfo]:
@@ -94,6 +95,8 @@ def load_dataset(
             split, chosen by a permutation seeded with ``validation_seed``.
         validation_seed: Seed of the validation carve.
         train_subset: Keep only the first ``train_subset`` training rows (after the carve).
+        eval_subset: Keep only the first ``eval_subset`` rows of the test and validation splits
+            (smoke tests and quick runs: accuracies are then of that subset).
         image_size: Model input side for variable-size (imagenet-style) datasets, default 224.
             For fixed-shape datasets it must be ``None`` or equal to the stored square size.
         augment: The training augmentation, ``None`` for the data set's own (``"cifar"`` for
@@ -123,6 +126,13 @@ def load_dataset(
         if train_subset <= 0:
             raise ValueError(f"train_subset must be positive, got {train_subset}.")
         train = train.take(np.arange(min(train_subset, len(train))))
+    test = raw.test
+    if eval_subset is not None:
+        if eval_subset <= 0:
+            raise ValueError(f"eval_subset must be positive, got {eval_subset}.")
+        test = test.take(np.arange(min(eval_subset, len(test))))
+        if validation is not None:
+            validation = validation.take(np.arange(min(eval_subset, len(validation))))
     height, width, channels = raw.image_shape
     if raw.augment == "imagenet":
         size = image_size or DEFAULT_IMAGENET_SIZE
@@ -136,7 +146,7 @@ def load_dataset(
                 f"datasets; {raw.name} has fixed {height}x{width} images (use image_size=None)."
             )
         image_shape = (int(height), int(width), int(channels))
-    splits = {"train": train, "test": raw.test}
+    splits = {"train": train, "test": test}
     if validation is not None:
         splits["validation"] = validation
     info = DatasetInfo(
@@ -144,7 +154,7 @@ def load_dataset(
         image_shape=image_shape,
         num_classes=raw.num_classes,
         num_train=len(train),
-        num_test=len(raw.test),
+        num_test=len(test),
         augment=raw.augment,
         num_validation=0 if validation is None else len(validation),
         mean=tuple(mean),

@@ -44,6 +44,7 @@ def base_config() -> ConfigDict:
     c.validation_seed = -1  # seed of the validation carve; -1 = config.seed
     c.augment = ""  # training augmentation: "" = the data set's own | "none" | "cifar"
     c.train_subset = 0  # 0 = all
+    c.eval_subset = 0  # the first N test and validation images only (quick runs); 0 = all
     c.image_size = 0  # 0 = the data set's default (ImageNet: 224)
     c.batch_size = 128
     c.eval_batch_size = 1000

@@ -66,6 +66,7 @@ def load_data(config: ConfigDict) -> tuple[dict[str, data_lib.Split], data_lib.D
             validation_fraction=config.validation_fraction,
             validation_seed=_validation_seed(config),
             train_subset=config.train_subset or None,
+            eval_subset=config.get("eval_subset", 0) or None,
             image_size=config.image_size or None,
             augment=config.get("augment", "") or None,
         )
