@@ -7,6 +7,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import bnnns
@@ -249,3 +250,33 @@ def test_hlo_op_kinds_reads_fusions_that_hold_a_convolution():
     hlo = text.lower(jnp.ones((1, 2, 3, 3)), jnp.ones((2, 2, 3, 3))).compile().as_text()
     kinds = hlo_op_kinds(hlo)
     assert "conv" in kinds.values() and "dot" in kinds.values(), kinds
+
+
+def test_conv_lowerings_have_xlas_gradients_and_print_rows(capsys):
+    """Every lowering of ``bench.conv_lowering`` computes the input and kernel gradients of
+    XLA's NHWC convolution (odd sizes and channel counts, so the padding and the taps' windows
+    are exercised), and the CLI prints one row per (shape, round, lowering)."""
+    from bnnns.bench import conv_lowering
+
+    x = jax.random.normal(jax.random.key(1), (2, 5, 7, 3))
+    w = jax.random.normal(jax.random.key(2), (3, 3, 3, 5))
+    want = conv_lowering.conv_grads("xla_nhwc")(x, w)
+
+    def loss(x, w):
+        dn = ("NHWC", "HWIO", "NHWC")
+        return jnp.sum(
+            jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn) ** 2
+        )
+
+    eager = jax.grad(loss, argnums=(0, 1))(x, w)  # not jitted
+    for got, ref in zip(want, eager, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+    for name in conv_lowering.LOWERINGS:
+        got = conv_lowering.conv_grads(name)(x, w)
+        for g, r in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-4, err_msg=name)
+    argv = ["--batch", "2", "--shapes", "5x3", "--rounds", "1", "--steps", "1"]
+    assert conv_lowering.main(argv) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["lowering"] for r in rows] == list(conv_lowering.LOWERINGS)
+    assert all(r["dw_rel_err"] < 1e-5 and r["ms"] > 0 for r in rows)
