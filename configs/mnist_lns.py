@@ -19,6 +19,13 @@ code on the same CPU, with and without XLA's YNNPACK convolutions (bnnns/_xla_cp
 97.54% -> 97.15% and 97.72% -> 97.85% (pretrain -> LNS): too close to the 97.5% target, hence
 4 + 1/2 epochs, which the faster step pays for: on a fresh clone 96.49% -> 97.81% in 7 min 38 s
 with the install (README).
+
+The LNS half epoch is sensitive to float rounding (2026-12-02, AMD EPYC with AVX-512; from one
+pretrained checkpoint at 97.64%, LNS stage only): this code 97.91% (twice, bit-identical) and
+97.85% with XLA's YNNPACK convolutions; a variant whose train step took alpha as a traced
+argument (same first step to 7e-7) 92.70%, and 96.60% with YNNPACK. The train accuracy and loss
+of the epoch agreed to 0.3% in all four; the test loss did not (0.064 vs 0.209). That variant
+was not kept. Read one run's LNS figure of this default as +-5 points, not as a gain.
 """
 
 from bnnns.train.default_config import base_config

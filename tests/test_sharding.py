@@ -341,7 +341,7 @@ def padded_evaluation(meshes: dict, workdir: str) -> dict:
     stage = stage_lib.Stage(runs["one"], "lns")
     state = stage.init_fn(stage_lib.stage_seed_key(config, "lns"), runs["one"].dummy_input())
     for batch in runs["one"].batches("train", train=True):  # BatchNorm statistics move
-        state, _ = stage.train_fn(state, batch, alpha=stage.alpha)
+        state, _ = stage.train_fn(state, batch)
     state = jax.device_get(state)
     out["batch_rows"], out["padded_rows"] = {}, {}
     for name, run in runs.items():
@@ -460,7 +460,7 @@ def worker(out: str) -> None:
                 abs_grads.append(
                     jax.device_get(_abs_grad(stage.model, state, batch, config.lns.alpha))
                 )
-            state, metrics = stage.train_fn(state, batch, alpha=stage.alpha)
+            state, metrics = stage.train_fn(state, batch)
             steps += 1
         assert steps == STEPS
         finals[name] = jax.device_get((state, metrics))

@@ -89,27 +89,3 @@ def test_pretrained_weights_are_carried_into_finetune_and_lns(tmp_path):
         kernel = want[(*key[:-1], "kernel")]
         assert q_tilde.dtype == np.int8 and 0 < np.mean(kernel >= 0) < 1
         np.testing.assert_array_equal(q_tilde, np.where(kernel >= 0, 1, -1), err_msg=str(key))
-
-
-def test_lns_and_lns_alpha0_share_one_compiled_step(tmp_path):
-    """``alpha`` (Eq. 21) is an argument of the jitted LNS step, not a constant baked into it:
-    stages that differ only in ``lns.alpha`` lower to the same program (so XLA's compilation
-    cache compiles it once for Table 1's LNS and LNS alpha=0 rows), and each step still
-    computes its own ``loss = ce + alpha * aux``."""
-    dataset = tiny_npz(tmp_path / "tiny.npz")
-    stages, texts, metrics = {}, {}, {}
-    for alpha in (0.0, 1.0):
-        config = tiny_config(dataset=dataset, batch_size=32, train_subset=0)
-        config.lns.update(alpha=alpha, warmup_steps=0)
-        stage = Stage(make_run(config, tmp_path / f"a{alpha}"), "lns")
-        state = stage.init_fn(jax.random.key(3), stage.run.dummy_input())
-        batch = next(iter(stage.run.batches("train", train=True, epoch=0, start_step=0)))
-        texts[alpha] = stage.train_fn.lower(state, batch, alpha=stage.alpha).as_text()
-        _, metrics[alpha] = stage.train_fn(state, batch, alpha=stage.alpha)
-        stages[alpha] = stage
-    assert stages[0.0].alpha == 0.0 and stages[1.0].alpha == 1.0
-    assert texts[0.0] == texts[1.0]
-    for alpha, m in metrics.items():
-        ce, aux = float(m["ce"]), float(m["aux"])
-        assert aux != 0.0
-        np.testing.assert_allclose(float(m["loss"]), ce + alpha * aux, rtol=1e-6)

@@ -121,8 +121,8 @@ def _run_hooked_train() -> None:
         original(self, run, name)
         step_fn = self.train_fn
 
-        def train_fn(state, batch, **kwargs):
-            out = step_fn(state, batch, **kwargs)
+        def train_fn(state, batch):
+            out = step_fn(state, batch)
             if name == stage_name and int(jax.device_get(out[0].step)) == int(step):
                 if action == "sigterm":
                     os.kill(os.getpid(), signal.SIGTERM)

@@ -92,8 +92,12 @@ class SeedStages:
             mesh=mesh,
             enabled=runs[0].config.get("split_mapping", True),
         )
-        step = functools.partial(  # alpha: an argument, as in Stage.train_fn
-            multi_seed_step, model=first.model, tx=first.tx, total_steps=first.total_steps
+        step = functools.partial(
+            multi_seed_step,
+            model=first.model,
+            tx=first.tx,
+            alpha=first.alpha,
+            total_steps=first.total_steps,
         )
         self.train_fn = jax.jit(split(step), donate_argnums=(0,), out_shardings=self.replicated)
 
@@ -154,7 +158,7 @@ class SeedStages:
         while step < total:
             epoch, offset = divmod(step, spe)
             for batch in self.batches(epoch, offset):
-                state, metrics = self.train_fn(state, batch, alpha=first.alpha)
+                state, metrics = self.train_fn(state, batch)
                 finite = jnp.all(metrics.pop("finite"))
                 first_bad = _first_non_finite(first_bad, finite, state.step[0])
                 sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)

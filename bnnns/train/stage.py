@@ -164,15 +164,13 @@ class Stage:
         split = functools.partial(  # LNS mapping nets split over the mesh (bnnns.train.sharding)
             sharding.with_split_mapping, mesh=run.mesh, enabled=config.get("split_mapping", True)
         )
-        # called as train_fn(state, batch, alpha=self.alpha): alpha (Eq. 21) is an argument of
-        # the program, not a constant in it, so stages that differ only in lns.alpha (Table 1's
-        # LNS and LNS alpha=0) lower to one program and XLA's compilation cache compiles it once
         self.train_fn = jax.jit(
             split(
                 functools.partial(
                     train_step,
                     model=self.model,
                     tx=self.tx,
+                    alpha=self.alpha,
                     total_steps=self.total_steps,  # EDE's progress i / N (none: unused)
                 )
             ),
@@ -241,7 +239,7 @@ class Stage:
         while step < self.total_steps:
             epoch, offset = divmod(step, self.steps_per_epoch)
             for batch in run.batches("train", train=True, epoch=epoch, start_step=offset):
-                state, metrics = self.train_fn(state, batch, alpha=self.alpha)
+                state, metrics = self.train_fn(state, batch)
                 first_bad = _first_non_finite(first_bad, metrics.pop("finite"), state.step)
                 sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
                 count += 1
