@@ -23,9 +23,10 @@ with the install (README).
 The LNS half epoch is sensitive to float rounding (2026-12-02, AMD EPYC with AVX-512; from one
 pretrained checkpoint at 97.64%, LNS stage only): this code 97.91% (twice, bit-identical) and
 97.85% with XLA's YNNPACK convolutions; a variant whose train step took alpha as a traced
-argument (its first step from a fresh init agreed to 7e-7) 92.70%, and 96.60% with YNNPACK. The train accuracy and loss
-of the epoch agreed to 0.3% in all four; the test loss did not (0.064 vs 0.209). That variant
-was not kept. A rounding-level change can move this default's LNS figure by up to 5 points.
+argument (its first step from a fresh init agreed to 7e-7) 92.70%, and 96.60% with YNNPACK.
+The train accuracy and loss of the epoch agreed to 0.3% in all four; the test loss did not
+(0.064 vs 0.209). That variant was not kept. A rounding-level change can move this default's
+LNS figure by up to 5 points.
 """
 
 from bnnns.train.default_config import base_config
