@@ -18,8 +18,9 @@ three map sizes for:
 
 One JSON line per (shape, round, lowering): median milliseconds of ``--steps`` calls,
 GFLOP/s (3 convolutions' worth), and the kernel gradient's relative L2 distance from
-``xla_nhwc``'s on the same inputs. XLA's flags are the process's (``import bnnns`` sets
-bnnns' own; run with ``BNNNS_XLA_CPU_DEFAULTS=0`` or your own ``XLA_FLAGS`` to compare).
+``xla_nhwc``'s on the same inputs. XLA's flags are the process's (importing this module imports
+bnnns, which sets its own; run with ``BNNNS_XLA_CPU_DEFAULTS=0`` or your own ``XLA_FLAGS`` to
+compare).
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 from jax import lax
-
-import bnnns  # noqa: F401  (bnnns' XLA:CPU flags before the first computation)
 
 __all__ = ["LOWERINGS", "conv_grads", "main", "measure"]
 
