@@ -71,6 +71,15 @@ def _stats(raw: RawDataset, train: Split) -> tuple[tuple[float, ...], tuple[floa
     return npz.channel_stats(np.asarray(train.get(rows)[0]))
 
 
+def _head(split: Split, rows: int | None, name: str) -> Split:
+    """The first ``rows`` rows of ``split`` (all of them when ``rows`` is None or larger)."""
+    if rows is None:
+        return split
+    if rows <= 0:
+        raise ValueError(f"{name} must be positive, got {rows}.")
+    return split.take(np.arange(min(rows, len(split))))
+
+
 def load_dataset(
     spec: str,
     *,
@@ -122,17 +131,10 @@ def load_dataset(
         raw = dataclasses.replace(raw, augment=augment)
     train, validation = _carve(raw.train, validation_fraction, validation_seed)
     mean, std = _stats(raw, train)
-    if train_subset is not None:
-        if train_subset <= 0:
-            raise ValueError(f"train_subset must be positive, got {train_subset}.")
-        train = train.take(np.arange(min(train_subset, len(train))))
-    test = raw.test
-    if eval_subset is not None:
-        if eval_subset <= 0:
-            raise ValueError(f"eval_subset must be positive, got {eval_subset}.")
-        test = test.take(np.arange(min(eval_subset, len(test))))
-        if validation is not None:
-            validation = validation.take(np.arange(min(eval_subset, len(validation))))
+    train = _head(train, train_subset, "train_subset")
+    test = _head(raw.test, eval_subset, "eval_subset")
+    if validation is not None:
+        validation = _head(validation, eval_subset, "eval_subset")
     height, width, channels = raw.image_shape
     if raw.augment == "imagenet":
         size = image_size or DEFAULT_IMAGENET_SIZE

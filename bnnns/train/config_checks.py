@@ -252,8 +252,7 @@ def _check_running(config: ConfigDict) -> None:
     _number(config, "seed", low=0, integer=True)
     _number(config, "num_seeds", low=1, integer=True)
     _number(config, "train_subset", low=0, integer=True)
-    if "eval_subset" in config:  # configs saved before it existed have none
-        _number(config, "eval_subset", low=0, integer=True)
+    _number(config, "eval_subset", low=0, integer=True)
     _number(config, "image_size", low=0, integer=True)
     _number(config, "data_threads", low=0, integer=True)
     _one_of(config, "data_loader", ("threads", "grain"))
