@@ -80,6 +80,72 @@ def test_xnor_conv_equals_the_float_conv_of_signs(
     np.testing.assert_array_equal(np.asarray(acc), np.asarray(ref))
 
 
+RUNNABLE_ISAS = native.ISAS[: native.status().best_isa + 1]
+
+
+@needs_native
+@pytest.mark.parametrize("isa", RUNNABLE_ISAS)
+@settings(max_examples=6)
+@given(
+    hw=st.tuples(st.integers(1, 7), st.integers(1, 7)),
+    c_in=st.sampled_from([2, 16, 21, 32, 64, 100, 700]),
+    c_out=st.sampled_from([3, 4, 8, 12, 17, 64]),
+    khw=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    strides=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=PADDINGS,
+    seed=st.integers(0, 2**16),
+)
+def test_every_instruction_set_gives_the_int8_conv(
+    isa, hw, c_in, c_out, khw, strides, padding, seed
+):
+    """Each of the kernel's builds (portable, AVX2 nibble-table, AVX-512 VPOPCNTQ) that this CPU
+    runs, over channel counts that fill 4- and 8-channel vectors and leave tails, and windows of
+    more than 31 words (c_in 700: the AVX2 byte counters' flush)."""
+    pads = explicit_padding(hw, khw, strides, padding)
+    if any(hw[i] + sum(pads[i]) < khw[i] for i in range(2)):
+        return  # no output position
+    x, q = _inputs(seed, (2, *hw, c_in), (*khw, c_in, c_out))
+    acc = jax.jit(lambda x, q: xnor_conv(x, q, strides, padding, isa=isa))(x, q)
+    ref = int_conv(sign_int8(x), q, strides, padding)
+    np.testing.assert_array_equal(np.asarray(acc), np.asarray(ref))
+
+
+@needs_native
+@pytest.mark.parametrize("isa", RUNNABLE_ISAS)
+@pytest.mark.parametrize(
+    "c_in,c_out,stride",
+    [(16, 16, 1), (16, 32, 2), (32, 32, 1), (64, 67, 1), (128, 24, 2), (5, 8, 1)],
+)
+def test_every_instruction_set_on_resnet_like_shapes(isa, c_in, c_out, stride):
+    """Each build on 3x3 SAME convs of resnet20/Bi-Real widths (the windows of 3, 6, 9 and 18
+    words the kernel specialises, 4 positions per block, vector-filling and odd c_out)."""
+    x, q = _inputs(c_in + c_out, (2, 9, 10, c_in), (3, 3, c_in, c_out))
+    op = lambda x, q: xnor_conv(x, q, (stride, stride), "SAME", isa=isa)  # noqa: E731
+    ref = int_conv(sign_int8(x), q, (stride, stride), "SAME")
+    np.testing.assert_array_equal(np.asarray(jax.jit(op)(x, q)), np.asarray(ref))
+
+
+@needs_native
+@pytest.mark.parametrize("isa", RUNNABLE_ISAS)
+@pytest.mark.parametrize("agree", [True, False])
+def test_every_instruction_set_counts_full_windows_of_agreement_and_disagreement(isa, agree):
+    """Every bit agreeing (acc = K) or disagreeing (acc = -K): each count byte of the AVX2 build
+    holds 8 per word, the most its 31-word flush allows for; a 3x3 window of 700 channels is 99
+    words."""
+    x = jnp.ones((1, 3, 3, 700))
+    q = jnp.full((3, 3, 700, 9), 1 if agree else -1, jnp.int8)
+    acc = jax.jit(lambda x, q: xnor_conv(x, q, (1, 1), "VALID", isa=isa))(x, q)
+    want = np.full((1, 1, 1, 9), 6300 if agree else -6300)
+    np.testing.assert_array_equal(np.asarray(acc), want)
+
+
+@needs_native
+def test_xnor_conv_refuses_an_unknown_instruction_set():
+    x, q = _inputs(0, (1, 3, 3, 2), (3, 3, 2, 1))
+    with pytest.raises(ValueError, match="isa must be None or one of .*'portable'.*got 'sse9'"):
+        xnor_conv(x, q, isa="sse9")
+
+
 @needs_native
 @settings(max_examples=8)
 @given(
@@ -128,11 +194,13 @@ def test_xnor_dense_equals_int_dense(c_in):
 def test_window_weights_layout_and_padding_counts():
     q = jnp.asarray(np.where(np.random.default_rng(0).random((3, 3, 8, 2)) < 0.5, -1, 1), jnp.int8)
     words, wpop = pack_window_weights(q)
-    assert words.shape == (2, 4) and words.dtype == jnp.uint32  # 72 bits -> 2 words of 64
+    # 3 row segments of 24 bits, each in its own 64-bit word: 3 words, 6 uint32
+    assert words.shape == (2, 6) and words.dtype == jnp.uint32
     bits = np.unpackbits(np.asarray(words).view(np.uint8), axis=1, bitorder="little")
-    flat = np.asarray(q).reshape(72, 2).T > 0  # bit (ky kw + kx) c_in + c
-    np.testing.assert_array_equal(bits[:, :72], flat)
-    assert not bits[:, 72:].any()  # pad bits are 0
+    bits = bits.reshape(2, 3, 64)  # (c_out, ky, bit)
+    flat = np.asarray(q).reshape(3, 24, 2).transpose(2, 0, 1) > 0  # bit kx c_in + c of ky
+    np.testing.assert_array_equal(bits[:, :, :24], flat)
+    assert not bits[:, :, 24:].any()  # pad bits are 0
     np.testing.assert_array_equal(np.asarray(wpop), flat.reshape(2, 9, 8).sum(-1))
 
 

@@ -2,16 +2,19 @@
 
 ``B ⊛ Q`` of :func:`bnnns.core.binary_ops.int_conv` (``B = sign(X)``, ``Q`` ±1, zero padding)
 computed on packed bits by the native kernel (:mod:`bnnns.core.native`, an XLA FFI custom call):
-the signs of each pixel are packed along ``c_in``, each output's ``(kh, kw, c_in)`` window is
-gathered into ``L = ceil(kh kw c_in / 64)`` 64-bit words (bit ``(ky kw + kx) c_in + c``), and
+the signs of every run of ``kw`` pixels of an input row are packed into a row segment of
+``M = ceil(kw c_in / 64)`` 64-bit words (bit ``kx c_in + c``), each output's ``(kh, kw, c_in)``
+window is its ``kh`` segments, ``L = kh M`` words (bit ``64 M ky + kx c_in + c``), and
 
     acc = K_valid - 2 * (sum_i popcount(col_i XOR q_i) - corr)          (int32, exact)
 
 The zero-padded border is not a ±1 value: a tap outside the image contributes 0 to the float
 conv. The kernel leaves its bits 0, so it would add ``popcount(q_tap)`` (the number of +1
 weights of that tap, ``wpop``) disagreements; ``corr`` takes exactly those back, and
-``K_valid = (taps inside the image) * c_in``. Pad bits past ``K`` are 0 in window and weights
-alike and never count.
+``K_valid = (taps inside the image) * c_in``. Pad bits past each segment's ``kw c_in`` are 0 in
+window and weights alike and never count. A window is whole segments, so the kernel gathers it
+with ``L`` word copies instead of bit shifts (at 16 channels ``L = 3``, as tightly packed; at 32
+``L = 6`` against 5).
 """
 
 from __future__ import annotations
@@ -59,12 +62,13 @@ def explicit_padding(
 
 def pack_window_weights(q: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(kh, kw, c_in, c_out)`` ±1 weights -> ``(words, wpop)``: ``uint32 (c_out, 2 L)``, the
-    window bits of each output channel (two ``uint32`` per 64-bit word, pad bits 0), and
-    ``int32 (c_out, kh kw)``, the number of +1 weights per tap (the padding correction)."""
+    window bits of each output channel (``kh`` row segments of ``M`` 64-bit words, bit
+    ``64 M ky + kx c_in + c``, two ``uint32`` per 64-bit word, pad bits 0), and ``int32 (c_out,
+    kh kw)``, the number of +1 weights per tap (the padding correction)."""
     kh, kw, c_in, c_out = q.shape
-    k = kh * kw * c_in
-    flat = jnp.pad(q.reshape(k, c_out), ((0, -k % 64), (0, 0)), constant_values=-1)
-    words = pack_words(flat, axis=0).T  # -1 pads -> 0 bits
+    seg = kw * c_in
+    rows = jnp.pad(q.reshape(kh, seg, c_out), ((0, 0), (0, -seg % 64), (0, 0)), constant_values=-1)
+    words = pack_words(rows.reshape(-1, c_out), axis=0).T  # -1 pads -> 0 bits
     wpop = jnp.sum(q > 0, axis=2, dtype=jnp.int32).reshape(kh * kw, c_out).T
     return words, wpop
 
@@ -78,6 +82,7 @@ def xnor_conv(
     *,
     chunk_work: int = CHUNK_WORK,
     parallel_work: int = PARALLEL_WORK,
+    isa: str | None = None,
 ) -> jax.Array:
     """``sign(x) ⊛ q`` as ``int32`` on packed bits: NHWC float ``x`` (``x >= 0`` is +1, D10),
     HWIO ±1 ``q``; equals :func:`bnnns.core.binary_ops.int_conv` of ``sign_int8(x)``.
@@ -85,6 +90,8 @@ def xnor_conv(
     ``packed``: :func:`pack_window_weights` of ``q``, when computed once beforehand (else here).
     ``chunk_work``, ``parallel_work``: how the kernel splits its work over threads
     (:data:`CHUNK_WORK`, :data:`PARALLEL_WORK`); the result does not depend on them.
+    ``isa``: one of :data:`bnnns.core.native.ISAS` up to the CPU's best (``None``: the best), to
+    compare the instruction sets' loops; the result does not depend on it.
     Needs the native kernel (:func:`bnnns.core.native.status`) and runs on CPU.
     """
     if chunk_work < 1 or parallel_work < 0:
@@ -95,6 +102,9 @@ def xnor_conv(
     state = native.status()
     if not state.available:
         raise RuntimeError(f"xnor_conv needs the native CPU kernel: {state.detail}")
+    runnable = native.ISAS[: state.best_isa + 1]
+    if isa is not None and isa not in runnable:
+        raise ValueError(f"xnor_conv: isa must be None or one of {runnable} here, got {isa!r}")
     n, h, w, c_in = x.shape
     kh, kw, q_in, c_out = q.shape
     if q_in != c_in:
@@ -108,6 +118,7 @@ def xnor_conv(
     )
     attrs = {"kh": kh, "kw": kw, "sh": sh, "sw": sw, "pad_top": top, "pad_left": left}
     attrs.update(chunk_work=chunk_work, parallel_work=parallel_work)
+    attrs["isa"] = -1 if isa is None else native.ISAS.index(isa)
     return call(x.astype(jnp.float32), words, wpop, **{k: np.int64(v) for k, v in attrs.items()})
 
 

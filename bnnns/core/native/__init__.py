@@ -5,8 +5,9 @@ XNOR-popcount binary convolution of :func:`bnnns.core.xnor_conv.xnor_conv`. It i
 against the running jaxlib's FFI headers (``jax.ffi.include_dir()``) into a cache folder
 (``$BNNNS_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/bnnns`` or ``~/.cache/bnnns``), keyed by a hash
 of the sources, the flags, the compiler and the jax version, so the next process loads it in
-milliseconds. One shared library serves every x86-64 CPU: the AVX2 + POPCNT loops are chosen at
-run time, a portable build of the same loops runs elsewhere. Without a compiler (or with
+milliseconds. One shared library serves every x86-64 CPU: its loops are built for AVX-512
+VPOPCNTDQ, for AVX2 + POPCNT and as portable C++, and the best the CPU runs is chosen at run
+time (:data:`ISAS`; a caller may ask for a lower one). Without a compiler (or with
 ``BNNNS_NATIVE=0``) :func:`status` says why the kernel is unavailable and callers use the
 pure-JAX path.
 """
@@ -24,9 +25,11 @@ import threading
 
 import jax
 
-__all__ = ["NativeStatus", "status", "XNOR_CONV_TARGET"]
+__all__ = ["ISAS", "NativeStatus", "status", "XNOR_CONV_TARGET"]
 
 XNOR_CONV_TARGET = "bnnns_xnor_conv"
+# The kernel's instruction sets, by the number it takes (``isa``) and reports (``best_isa``).
+ISAS = ("portable", "AVX2+POPCNT", "AVX-512 VPOPCNTDQ")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCES = ("xnor_conv.cc", "xnor_body.inc")
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
@@ -38,12 +41,14 @@ _STATUS: NativeStatus | None = None
 
 @dataclasses.dataclass(frozen=True)
 class NativeStatus:
-    """Whether the native kernel is registered: ``available``, the library ``path`` and a
-    ``detail`` (``"AVX2+POPCNT"`` / ``"portable"``, or why it is unavailable)."""
+    """Whether the native kernel is registered: ``available``, the library ``path``, a
+    ``detail`` (the instruction set it uses, one of :data:`ISAS`, or why it is unavailable)
+    and ``best_isa``, the index in :data:`ISAS` of what this CPU runs (-1 if unavailable)."""
 
     available: bool
     detail: str
     path: str | None = None
+    best_isa: int = -1
 
 
 def _compiler() -> str | None:
@@ -111,7 +116,8 @@ def _load() -> NativeStatus:
     except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as e:
         return NativeStatus(False, f"native kernel unavailable: {e}")
     _load.lib = lib  # keep the library loaded for the process
-    return NativeStatus(True, "AVX2+POPCNT" if lib.bnnns_xnor_fast_cpu() else "portable", path)
+    best = int(lib.bnnns_xnor_best_isa())
+    return NativeStatus(True, ISAS[best], path, best)
 
 
 def status() -> NativeStatus:
