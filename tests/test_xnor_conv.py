@@ -80,7 +80,7 @@ def test_xnor_conv_equals_the_float_conv_of_signs(
     np.testing.assert_array_equal(np.asarray(acc), np.asarray(ref))
 
 
-RUNNABLE_ISAS = native.ISAS[: native.status().best_isa + 1]
+RUNNABLE_ISAS = native.status().runnable
 
 
 @needs_native
@@ -217,6 +217,7 @@ def test_explicit_padding_matches_lax_and_rejects_bad_pairs():
         ("BNNNS_NATIVE", "0", "disabled by BNNNS_NATIVE=0"),
         ("CXX", "/nonexistent/c++", "no C++ compiler found"),
         ("CXX", "false", "false failed"),
+        ("BNNNS_XNOR_ISA", "sse9", "BNNNS_XNOR_ISA='sse9' is not one of ("),
     ],
 )
 def test_without_the_native_kernel_predict_falls_back_and_says_why(

@@ -90,8 +90,8 @@ def xnor_conv(
     ``packed``: :func:`pack_window_weights` of ``q``, when computed once beforehand (else here).
     ``chunk_work``, ``parallel_work``: how the kernel splits its work over threads
     (:data:`CHUNK_WORK`, :data:`PARALLEL_WORK`); the result does not depend on them.
-    ``isa``: one of :data:`bnnns.core.native.ISAS` up to the CPU's best (``None``: the best), to
-    compare the instruction sets' loops; the result does not depend on it.
+    ``isa``: one of :data:`bnnns.core.native.ISAS` this CPU runs (``None``: ``status().isa``, the
+    best or ``$BNNNS_XNOR_ISA``), to compare the builds; the result does not depend on it.
     Needs the native kernel (:func:`bnnns.core.native.status`) and runs on CPU.
     """
     if chunk_work < 1 or parallel_work < 0:
@@ -102,9 +102,10 @@ def xnor_conv(
     state = native.status()
     if not state.available:
         raise RuntimeError(f"xnor_conv needs the native CPU kernel: {state.detail}")
-    runnable = native.ISAS[: state.best_isa + 1]
-    if isa is not None and isa not in runnable:
-        raise ValueError(f"xnor_conv: isa must be None or one of {runnable} here, got {isa!r}")
+    if isa is not None and isa not in state.runnable:
+        raise ValueError(
+            f"xnor_conv: isa must be None or one of {state.runnable} here, got {isa!r}"
+        )
     n, h, w, c_in = x.shape
     kh, kw, q_in, c_out = q.shape
     if q_in != c_in:
@@ -118,7 +119,7 @@ def xnor_conv(
     )
     attrs = {"kh": kh, "kw": kw, "sh": sh, "sw": sw, "pad_top": top, "pad_left": left}
     attrs.update(chunk_work=chunk_work, parallel_work=parallel_work)
-    attrs["isa"] = -1 if isa is None else native.ISAS.index(isa)
+    attrs["isa"] = native.ISAS.index(isa or state.isa)
     return call(x.astype(jnp.float32), words, wpop, **{k: np.int64(v) for k, v in attrs.items()})
 
 

@@ -7,9 +7,9 @@ against the running jaxlib's FFI headers (``jax.ffi.include_dir()``) into a cach
 of the sources, the flags, the compiler and the jax version, so the next process loads it in
 milliseconds. One shared library serves every x86-64 CPU: its loops are built for AVX-512
 VPOPCNTDQ, for AVX2 + POPCNT and as portable C++, and the best the CPU runs is chosen at run
-time (:data:`ISAS`; a caller may ask for a lower one). Without a compiler (or with
-``BNNNS_NATIVE=0``) :func:`status` says why the kernel is unavailable and callers use the
-pure-JAX path.
+time (:data:`ISAS`; ``$BNNNS_XNOR_ISA`` or a caller may ask for a lower one). Without a
+compiler (or with ``BNNNS_NATIVE=0``) :func:`status` says why the kernel is unavailable and
+callers use the pure-JAX path.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ import jax
 __all__ = ["ISAS", "NativeStatus", "status", "XNOR_CONV_TARGET"]
 
 XNOR_CONV_TARGET = "bnnns_xnor_conv"
-# The kernel's instruction sets, by the number it takes (``isa``) and reports (``best_isa``).
-ISAS = ("portable", "AVX2+POPCNT", "AVX-512 VPOPCNTDQ")
+# The kernel's builds, by the number it takes (``isa``) and reports (``bnnns_xnor_best_isa``).
+ISAS = ("portable", "avx2", "avx512")
+_ISA_DETAIL = {"portable": "portable C++", "avx2": "AVX2+POPCNT", "avx512": "AVX-512 VPOPCNTDQ"}
+ISA_ENV = "BNNNS_XNOR_ISA"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCES = ("xnor_conv.cc", "xnor_body.inc")
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
@@ -42,13 +44,15 @@ _STATUS: NativeStatus | None = None
 @dataclasses.dataclass(frozen=True)
 class NativeStatus:
     """Whether the native kernel is registered: ``available``, the library ``path``, a
-    ``detail`` (the instruction set it uses, one of :data:`ISAS`, or why it is unavailable)
-    and ``best_isa``, the index in :data:`ISAS` of what this CPU runs (-1 if unavailable)."""
+    ``detail`` (the build it runs, or why it is unavailable), ``isa``: that build (one of
+    :data:`ISAS`: the best this CPU runs, or ``$BNNNS_XNOR_ISA``) and ``runnable``: the builds
+    this CPU runs."""
 
     available: bool
     detail: str
     path: str | None = None
-    best_isa: int = -1
+    isa: str | None = None
+    runnable: tuple[str, ...] = ()
 
 
 def _compiler() -> str | None:
@@ -104,6 +108,9 @@ def _build(cxx: str) -> str:
 def _load() -> NativeStatus:
     if os.environ.get("BNNNS_NATIVE", "1") == "0":
         return NativeStatus(False, "disabled by BNNNS_NATIVE=0")
+    wanted = os.environ.get(ISA_ENV)
+    if wanted and wanted not in ISAS:
+        return NativeStatus(False, f"{ISA_ENV}={wanted!r} is not one of {ISAS}")
     cxx = _compiler()
     if cxx is None:
         return NativeStatus(False, f"no C++ compiler found ($CXX or one of {_COMPILERS})")
@@ -116,8 +123,12 @@ def _load() -> NativeStatus:
     except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as e:
         return NativeStatus(False, f"native kernel unavailable: {e}")
     _load.lib = lib  # keep the library loaded for the process
-    best = int(lib.bnnns_xnor_best_isa())
-    return NativeStatus(True, ISAS[best], path, best)
+    runnable = ISAS[: int(lib.bnnns_xnor_best_isa()) + 1]
+    isa = wanted or runnable[-1]
+    if isa not in runnable:
+        return NativeStatus(False, f"{ISA_ENV}={isa!r}: this CPU runs only {runnable}")
+    detail = _ISA_DETAIL[isa] + (f", by {ISA_ENV}" if isa != runnable[-1] else "")
+    return NativeStatus(True, detail, path, isa, runnable)
 
 
 def status() -> NativeStatus:
