@@ -163,6 +163,7 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
                                        std::to_string(best_isa()) + " on this CPU");
   const int isa = isa_attr < 0 ? best_isa() : static_cast<int>(isa_attr);
   thread_local std::vector<uint64_t> packed, zero_row, wt;
+  thread_local std::vector<int32_t> twice_pop;
   packed.resize(g.n * g.h * g.wo * g.m);  // every segment is written by pack_rows
   zero_row.assign(g.wo * g.m, 0);
   wt.resize(g.l * g.cout);  // word i of channel co at i * cout + co: channels side by side
@@ -173,7 +174,11 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   const float* xp = x.typed_data();
   uint64_t* pp = packed.data();
   const uint64_t* wp = wt.data();
-  const int32_t* pop = wpop.typed_data();
+  const int64_t taps = kh * kw;  // 2 * wpop by tap, channels side by side: the border fix-up
+  twice_pop.resize(taps * g.cout);
+  for (int64_t co = 0; co < g.cout; ++co)
+    for (int64_t t = 0; t < taps; ++t) twice_pop[t * g.cout + co] = 2 * wpop.typed_data()[co * taps + t];
+  const int32_t* pop = twice_pop.data();
   int32_t* op = out->typed_data();
   const int64_t in_rows = g.n * g.h, rows = g.n * g.ho;
   // `work` (output value, word) pairs; below parallel_work the whole call stays on the calling
