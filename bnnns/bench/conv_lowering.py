@@ -14,7 +14,9 @@ three map sizes for:
   ``dot_general`` per tap over the shifted input (no transposed activations; the input gradient
   is XLA's convolution of the cotangent with the flipped kernel);
 * ``vjp_im2col``: the same, the nine shifted inputs concatenated and one ``dot_general``;
-* ``xla_nchw``: ``lax.conv_general_dilated`` NCHW / OIHW.
+* ``xla_nchw``: ``lax.conv_general_dilated`` NCHW / OIHW;
+* ``native_dw``: :func:`bnnns.core.conv_dw.conv`: XLA's forward and input gradient, the weight
+  gradient by the native kernel reading NHWC in place (needs the native kernel).
 
 One JSON line per (shape, round, lowering): median milliseconds of ``--steps`` calls,
 GFLOP/s (3 convolutions' worth), and the kernel gradient's relative L2 distance from
@@ -91,11 +93,18 @@ def _nchw(x: jax.Array, w: jax.Array) -> jax.Array:
     return y.transpose(0, 2, 3, 1)
 
 
+def _native_dw(x: jax.Array, w: jax.Array) -> jax.Array:
+    from bnnns.core import conv_dw
+
+    return conv_dw.conv(x, w, (1, 1), "SAME")
+
+
 LOWERINGS: dict[str, Callable] = {
     "xla_nhwc": _conv,
     "vjp_taps": _with_weight_grad(_dw_taps),
     "vjp_im2col": _with_weight_grad(_dw_im2col),
     "xla_nchw": _nchw,
+    "native_dw": _native_dw,
 }
 
 

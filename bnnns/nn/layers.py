@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from bnnns.core.binary_ops import int_conv, int_dense, sign_int8
+from bnnns.core.conv_dw import binary_conv
 from bnnns.core.estimators import (
     DEFAULT_WEIGHT_STE,
     approx_sign,
@@ -489,14 +490,7 @@ class BinaryConv(_BinaryWeights):
         kh, kw = self.kernel_size
         groups = self.feature_group_count
         shape = (kh, kw, x.shape[-1] // groups, self.features)
-        conv = lambda b, w: jax.lax.conv_general_dilated(  # noqa: E731
-            b,
-            w,
-            window_strides=tuple(self.strides),
-            padding=self.padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=groups,
-        )
+        conv = lambda b, w: binary_conv(b, w, self.strides, self.padding, groups)  # noqa: E731
         if self.weight_binarizer == "deployed":
             packed = self.deployed_kernel == "xnor" and groups == 1
             if packed:

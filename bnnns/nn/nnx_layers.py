@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bnnns.core.binary_ops import int_conv, int_dense, sign_int8
+from bnnns.core.conv_dw import binary_conv
 from bnnns.core.estimators import (
     DEFAULT_WEIGHT_STE,
     clip_grad_sign,
@@ -431,14 +432,7 @@ class BinaryConv(_BinaryLayer):
 
     def __call__(self, x: jax.Array, accumulate: bool = False) -> Any:
         groups = self.feature_group_count
-        conv = lambda b, w: jax.lax.conv_general_dilated(
-            b,
-            w,
-            window_strides=self.strides,
-            padding=self.padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=groups,
-        )
+        conv = lambda b, w: binary_conv(b, w, self.strides, self.padding, groups)
         int_op = lambda b, q: int_conv(b, q, self.strides, self.padding, groups)
         return self.forward(x, conv, int_op, accumulate)
 

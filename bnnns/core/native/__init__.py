@@ -25,15 +25,17 @@ import threading
 
 import jax
 
-__all__ = ["ISAS", "NativeStatus", "status", "XNOR_CONV_TARGET"]
+__all__ = ["CONV_DW_TARGET", "ISAS", "NativeStatus", "status", "XNOR_CONV_TARGET"]
 
 XNOR_CONV_TARGET = "bnnns_xnor_conv"
+CONV_DW_TARGET = "bnnns_conv_dw"
 # The kernel's builds, by the number it takes (``isa``) and reports (``bnnns_xnor_best_isa``).
 ISAS = ("portable", "avx2", "avx512")
 _ISA_DETAIL = {"portable": "portable C++", "avx2": "AVX2+POPCNT", "avx512": "AVX-512 VPOPCNTDQ"}
 ISA_ENV = "BNNNS_XNOR_ISA"
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_SOURCES = ("xnor_conv.cc", "xnor_body.inc")
+_SOURCES = ("xnor_conv.cc", "xnor_body.inc", "conv_dw.cc")
+_UNITS = ("xnor_conv.cc", "conv_dw.cc")  # compiled into one library
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
 _COMPILERS = ("c++", "g++", "clang++")
 _BUILD_TIMEOUT_S = 300
@@ -92,7 +94,8 @@ def _build(cxx: str) -> str:
         return path
     fd, tmp = tempfile.mkstemp(prefix=".xnor_conv-", suffix=".so", dir=folder)
     os.close(fd)
-    cmd = [cxx, *_FLAGS, f"-I{include}", os.path.join(_HERE, "xnor_conv.cc"), "-o", tmp]
+    units = [os.path.join(_HERE, name) for name in _UNITS]
+    cmd = [cxx, *_FLAGS, f"-I{include}", *units, "-o", tmp]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)
         if done.returncode != 0:
@@ -117,9 +120,9 @@ def _load() -> NativeStatus:
     try:
         path = _build(cxx)
         lib = ctypes.cdll.LoadLibrary(path)
-        jax.ffi.register_ffi_target(
-            XNOR_CONV_TARGET, jax.ffi.pycapsule(lib.BnnnsXnorConv), platform="cpu"
-        )
+        targets = ((XNOR_CONV_TARGET, lib.BnnnsXnorConv), (CONV_DW_TARGET, lib.BnnnsConvDw))
+        for target, symbol in targets:
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform="cpu")
     except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as e:
         return NativeStatus(False, f"native kernel unavailable: {e}")
     _load.lib = lib  # keep the library loaded for the process
