@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 from typing import Any
@@ -32,9 +33,13 @@ def peer_configs(warmup: int, steps: int) -> list[tuple[str, str, list[str]]]:
     peer = lambda s: os.path.join(PEERS_DIR, s)
     one = lambda cases, *extra: ["-m", "bnnns.bench", "--one", cases, "--batch", "128", *extra]
     paired = ["--warmup", "3", "--steps", str(max(5, steps // 2))]
+    # bnnns with the native weight gradient (bnnns.core.conv_dw), off by default
+    env, native_dw = shutil.which("env") or "/usr/bin/env", ["BNNNS_CONV_DW=native", py]
     return [
         ("bnnns_sign", py, one("resnet20_peer:sign", *n)),
         ("bnnns_lns", py, one("resnet20_peer:lns", *n)),
+        ("bnnns_sign_native_dw", env, [*native_dw, *one("resnet20_peer:sign", *n)]),
+        ("bnnns_lns_native_dw", env, [*native_dw, *one("resnet20_peer:lns", *n)]),
         ("bnnns_pair", py, one("resnet20_peer:sign,resnet20_peer:lns", *paired)),
         ("jax_plain", py, [peer("bench_jax.py"), "--variant", "plain", *n]),
         ("jax_mapnet", py, [peer("bench_jax.py"), "--variant", "mapnet", *n]),
