@@ -7,9 +7,9 @@
 //   dw[ky,kx,ci,co] = sum_{n,oy,ox} x[n, oy*sh + ky - pad_top, ox*sw + kx - pad_left, ci]
 //                                   * g[n, oy, ox, co]          (x = 0 outside the image)
 //
-// Output rows (n, oy) are split into chunks on XLA's intra-op pool; each chunk accumulates its
-// own dw (float32), summed in chunk order at the end, so the result does not depend on the
-// threads. Inside a chunk, blocks of output rows are walked once per (tap, 6 input channels,
+// Output rows (n, oy) are split into chunks on XLA's intra-op pool (`chunks`, fewer where
+// their partial sums would pass 16 MiB); each chunk accumulates its own dw (float32), summed in
+// chunk order at the end, so the result does not depend on the threads. Inside a chunk, blocks of output rows are walked once per (tap, 6 input channels,
 // 16 output channels), whose 6 x 16 sums stay in registers (AVX2 + FMA, chosen at run time;
 // a portable build of the same loops elsewhere).
 #include <algorithm>
@@ -270,7 +270,9 @@ ffi::Error ConvDwImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   if (gd[0] != g.n || od[0] != kh || od[1] != kw || od[2] != g.ci || od[3] != g.co)
     return ffi::Error::InvalidArgument("bnnns_conv_dw: dw must be f32[KH, KW, Ci, Co]");
   const int64_t rows = g.n * g.ho, size = kh * kw * g.ci * g.co;
-  const int64_t chunks = std::clamp<int64_t>(chunks_attr, 1, std::max<int64_t>(rows, 1));
+  // at most 2^22 floats (16 MiB) of partial sums: a 3x3 conv of 512 channels gets 2 chunks
+  const int64_t most = 1 + (int64_t{1} << 22) / std::max<int64_t>(size, 1);
+  const int64_t chunks = std::clamp<int64_t>(std::min(chunks_attr, most), 1, std::max<int64_t>(rows, 1));
   const float* xp = x.typed_data();
   const float* gp = gr.typed_data();
   float* dw = out->typed_data();
