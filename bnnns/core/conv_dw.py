@@ -16,8 +16,8 @@ forward pass and its input gradient; its weight gradient is ``bnnns_conv_dw``
 device, the native kernel built, no feature groups), else XLA's. On several devices XLA would
 replicate the custom call's operands, so there the weight gradient stays XLA's. It is off by
 default: its float rounding differs from XLA's, and the default MNIST job's LNS figure moves by
-points under rounding-level changes (``configs/mnist_lns.py``; 96.26% with it against 97.91%,
-docs/bench.md).
+points under rounding-level changes (``configs/mnist_lns.py``: 96.26% with it against 97.99%
+without, on one Intel Xeon; docs/bench.md).
 """
 
 from __future__ import annotations

@@ -1,13 +1,16 @@
 """The native CPU kernels: built on first use with the system C++ compiler, then registered.
 
 ``xnor_conv.cc`` (with ``xnor_body.inc``) is an XLA FFI custom call (``jax.ffi``): the
-XNOR-popcount binary convolution of :func:`bnnns.core.xnor_conv.xnor_conv`. It is compiled
-against the running jaxlib's FFI headers (``jax.ffi.include_dir()``) into a cache folder
+XNOR-popcount binary convolution of :func:`bnnns.core.xnor_conv.xnor_conv`; ``conv_dw.cc`` the
+convolution weight gradient of :func:`bnnns.core.conv_dw.weight_grad` (both split work over XLA's
+pool with ``parallel_for.h``). They are compiled into one library against the running jaxlib's
+FFI headers (``jax.ffi.include_dir()``) into a cache folder
 (``$BNNNS_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/bnnns`` or ``~/.cache/bnnns``), keyed by a hash
 of the sources, the flags, the compiler and the jax version, so the next process loads it in
-milliseconds. One shared library serves every x86-64 CPU: its loops are built for AVX-512
+milliseconds. One shared library serves every x86-64 CPU: the XNOR loops are built for AVX-512
 VPOPCNTDQ, for AVX2 + POPCNT and as portable C++, and the best the CPU runs is chosen at run
-time (:data:`ISAS`; ``$BNNNS_XNOR_ISA`` or a caller may ask for a lower one). Without a
+time (:data:`ISAS`; ``$BNNNS_XNOR_ISA`` or a caller may ask for a lower one); the weight
+gradient's for AVX-512F, AVX2 + FMA and portable C++, chosen the same way. Without a
 compiler (or with ``BNNNS_NATIVE=0``) :func:`status` says why the kernel is unavailable and
 callers use the pure-JAX path.
 """
@@ -34,7 +37,7 @@ ISAS = ("portable", "avx2", "avx512")
 _ISA_DETAIL = {"portable": "portable C++", "avx2": "AVX2+POPCNT", "avx512": "AVX-512 VPOPCNTDQ"}
 ISA_ENV = "BNNNS_XNOR_ISA"
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_SOURCES = ("xnor_conv.cc", "xnor_body.inc", "conv_dw.cc")
+_SOURCES = ("xnor_conv.cc", "xnor_body.inc", "conv_dw.cc", "parallel_for.h")
 _UNITS = ("xnor_conv.cc", "conv_dw.cc")  # compiled into one library
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
 _COMPILERS = ("c++", "g++", "clang++")

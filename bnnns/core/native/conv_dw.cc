@@ -13,13 +13,10 @@
 // 16 output channels), whose 6 x 16 sums stay in registers (AVX2 + FMA, chosen at run time;
 // a portable build of the same loops elsewhere).
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <functional>
-#include <memory>
-#include <thread>
 #include <vector>
 
+#include "parallel_for.h"
 #include "xla/ffi/api/ffi.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -248,18 +245,6 @@ void dw_rows(const float* x, const float* gr, float* dw, const DwGeometry& g, in
   }
 }
 
-struct DwShared {
-  std::function<void(int64_t)> fn;
-  std::atomic<int64_t> next{0}, done{0};
-  int64_t chunks = 0;
-  void drain() {
-    for (int64_t i; (i = next.fetch_add(1)) < chunks;) {
-      fn(i);
-      done.fetch_add(1);
-    }
-  }
-};
-
 ffi::Error ConvDwImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> gr,
                       ffi::ResultBuffer<ffi::F32> out, int64_t kh, int64_t kw, int64_t sh,
                       int64_t sw, int64_t pad_top, int64_t pad_left, int64_t chunks_attr) {
@@ -283,16 +268,10 @@ ffi::Error ConvDwImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   }
   std::vector<float> partial((chunks - 1) * size, 0.0f);  // chunk 0 writes dw itself
   const int64_t per = (rows + chunks - 1) / chunks;
-  auto s = std::make_shared<DwShared>();
-  s->chunks = chunks;
-  s->fn = [&, xp, gp, dw](int64_t i) {
+  bnnns_native::parallel_for(pool, chunks, [&, xp, gp, dw](int64_t i) {
     float* d = i == 0 ? dw : partial.data() + (i - 1) * size;
     dw_rows(xp, gp, d, g, std::min(rows, i * per), std::min(rows, (i + 1) * per));
-  };
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  for (int64_t t = 1; t < std::min(threads, chunks); ++t) pool.Schedule([s] { s->drain(); });
-  s->drain();
-  while (s->done.load() < chunks) std::this_thread::yield();
+  });
   for (int64_t i = 1; i < chunks; ++i) {  // in chunk order: independent of the threads
     const float* p = partial.data() + (i - 1) * size;
     for (int64_t k = 0; k < size; ++k) dw[k] += p[k];

@@ -17,15 +17,12 @@
 // popcounts of 4 channels per vector by nibble table) and AVX-512 VPOPCNTDQ (8 channels per
 // vector).
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <functional>
-#include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "parallel_for.h"
 #include "xla/ffi/api/ffi.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -115,34 +112,7 @@ void conv_any(int isa, const uint64_t* p, const uint64_t* z, const uint64_t* w,
   portable::conv_rows(p, z, w, wp, o, g, a, b);
 }
 
-// Runs fn(chunk) for chunk in [0, chunks) on the caller and the XLA intra-op pool. Chunks are
-// claimed from a shared counter, so the caller finishes the work even if no pool thread ever
-// starts; late pool tasks find nothing left (the state outlives this call via shared_ptr).
-struct Shared {
-  std::function<void(int64_t)> fn;
-  std::atomic<int64_t> next{0}, done{0};
-  int64_t chunks = 0;
-  void drain() {
-    for (int64_t i; (i = next.fetch_add(1)) < chunks;) {
-      fn(i);
-      done.fetch_add(1);
-    }
-  }
-};
-
-void parallel_for(ffi::ThreadPool& pool, int64_t chunks, std::function<void(int64_t)> fn) {
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  if (chunks <= 1 || threads <= 1) {
-    for (int64_t i = 0; i < chunks; ++i) fn(i);
-    return;
-  }
-  auto s = std::make_shared<Shared>();
-  s->fn = std::move(fn);
-  s->chunks = chunks;
-  for (int64_t t = 1; t < std::min(threads, chunks); ++t) pool.Schedule([s] { s->drain(); });
-  s->drain();
-  while (s->done.load() < chunks) std::this_thread::yield();
-}
+using bnnns_native::parallel_for;
 
 ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::U32> w,
                         ffi::Buffer<ffi::S32> wpop, ffi::ResultBuffer<ffi::S32> out, int64_t kh,
