@@ -6,7 +6,18 @@ import shutil
 import subprocess
 import sys
 
+from hypothesis import strategies as st
+
 from bnnns.train.default_config import base_config
+
+# Convolution paddings for hypothesis: the two names and explicit (lo, hi) pairs of 0-2.
+CONV_PADDINGS = st.one_of(
+    st.sampled_from(["SAME", "VALID"]),
+    st.tuples(
+        st.tuples(st.integers(0, 2), st.integers(0, 2)),
+        st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    ),
+)
 
 
 def tiny_config(**overrides):

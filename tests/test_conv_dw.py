@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import CONV_PADDINGS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,15 +33,6 @@ def _close(a, b, tol=2e-5):
     np.testing.assert_allclose(a / scale, b / scale, atol=tol, rtol=0)
 
 
-PADDINGS = st.one_of(
-    st.sampled_from(["SAME", "VALID"]),
-    st.tuples(
-        st.tuples(st.integers(0, 2), st.integers(0, 2)),
-        st.tuples(st.integers(0, 2), st.integers(0, 2)),
-    ),
-)
-
-
 @needs_native
 @settings(max_examples=25, deadline=None)
 @given(
@@ -50,7 +42,7 @@ PADDINGS = st.one_of(
     c_out=st.sampled_from([1, 5, 8, 16, 24, 32, 40, 67]),
     khw=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     strides=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-    padding=PADDINGS,
+    padding=CONV_PADDINGS,
     chunks=st.sampled_from([1, 2, 5, 64]),
     jit=st.booleans(),
     seed=st.integers(0, 2**16),

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import CONV_PADDINGS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,15 +43,6 @@ def _float_conv(x, q, strides, padding):
     )
 
 
-PADDINGS = st.one_of(
-    st.sampled_from(["SAME", "VALID"]),
-    st.tuples(
-        st.tuples(st.integers(0, 2), st.integers(0, 2)),
-        st.tuples(st.integers(0, 2), st.integers(0, 2)),
-    ),
-)
-
-
 @needs_native
 @settings(max_examples=12)
 @given(
@@ -60,7 +52,7 @@ PADDINGS = st.one_of(
     c_out=st.integers(1, 5),
     khw=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     strides=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-    padding=PADDINGS,
+    padding=CONV_PADDINGS,
     jit=st.booleans(),
     seed=st.integers(0, 2**16),
 )
@@ -92,7 +84,7 @@ RUNNABLE_ISAS = native.status().runnable
     c_out=st.sampled_from([3, 4, 8, 12, 17, 64]),
     khw=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     strides=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-    padding=PADDINGS,
+    padding=CONV_PADDINGS,
     seed=st.integers(0, 2**16),
 )
 def test_every_instruction_set_gives_the_int8_conv(
