@@ -30,13 +30,14 @@ LNS figure by up to 5 points.
 
 Why (2026-12-02, Intel Xeon with AVX-512, fresh clones): with the native weight gradient
 (``BNNNS_CONV_DW=native``, docs/bench.md) the job ended at 97.93% -> 96.26%; with it and
-YNNPACK's reductions 97.47% -> 97.49%; this default 98.10% -> 97.99%. The 96.26% checkpoint gave
-97.30% with its BatchNorm running averages re-estimated from 20,000 training images and 97.78%
-with each test batch's own statistics (pretrain checkpoint: 97.93 / 97.91 / 98.17%): most of the
-drop is BatchNorm's running averages (momentum 0.9) after the half-epoch stage, the rest the
-fine-tuning itself. The LNS stage alone from that run's pretrained checkpoint: 97.97% with XLA's
-weight gradient, 96.26% again with the native one; from this default's (98.10%) the native one
-gave 98.06%: one unlucky (checkpoint, rounding) pair, not a worse gradient.
+YNNPACK's reductions 97.47% -> 97.49%; this default 98.10% -> 97.99%. Evaluated with each test
+batch's own BatchNorm statistics instead of the running averages, these and two LNS-only reruns
+all sit at 97.66-97.78%; with running or re-estimated (20,000 training images) statistics they
+spread over 96-98%: the LNS model's accuracy hangs on the BatchNorm statistics (thresholds of
+the signs that follow them), and re-estimating them is no cure (docs/bench.md). The LNS stage
+alone from the first run's pretrained checkpoint: 97.97% with XLA's weight gradient, 96.26%
+again with the native one; from this default's (98.10%) the native one gave 98.06%: one unlucky
+(checkpoint, rounding) pair, not a worse gradient.
 """
 
 from bnnns.train.default_config import base_config
