@@ -37,7 +37,7 @@ ISAS = ("portable", "avx2", "avx512")
 _ISA_DETAIL = {"portable": "portable C++", "avx2": "AVX2+POPCNT", "avx512": "AVX-512 VPOPCNTDQ"}
 ISA_ENV = "BNNNS_XNOR_ISA"
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_SOURCES = ("xnor_conv.cc", "xnor_body.inc", "conv_dw.cc", "parallel_for.h")
+_SOURCES = ("xnor_conv.cc", "xnor_body.inc", "conv_dw.cc", "conv_dw_micro.inc", "parallel_for.h")
 _UNITS = ("xnor_conv.cc", "conv_dw.cc")  # compiled into one library
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
 _COMPILERS = ("c++", "g++", "clang++")

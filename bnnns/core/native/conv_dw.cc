@@ -73,43 +73,15 @@ void tap_block_portable(const float* x, const float* gr, float* dw, const DwGeom
 #pragma GCC target("avx2,fma,avx512f")
 #endif
 
-// As micro, 16 output channels per vector.
-template <int kC, int kV>
-void micro512(const float* x, const float* gr, float* d, const DwGeometry& g, int64_t r0,
-              int64_t r1, int64_t ky, int64_t kx, int64_t lo, int64_t hi) {
-  __m512 acc[kC][kV];
-  for (int c = 0; c < kC; ++c)
-    for (int v = 0; v < kV; ++v) acc[c][v] = _mm512_loadu_ps(d + c * g.co + 16 * v);
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / g.ho, oy = r % g.ho, iy = oy * g.sh + ky - g.pad_top;
-    if (iy < 0 || iy >= g.h) continue;
-    const float* xp = x + ((n * g.h + iy) * g.w + lo * g.sw + kx - g.pad_left) * g.ci;
-    const float* gp = gr + (r * g.wo + lo) * g.co;
-    for (int64_t ox = lo; ox < hi; ++ox, xp += g.sw * g.ci, gp += g.co) {
-      __m512 gv[kV];
-      for (int v = 0; v < kV; ++v) gv[v] = _mm512_loadu_ps(gp + 16 * v);
-      for (int c = 0; c < kC; ++c) {
-        const __m512 xv = _mm512_set1_ps(xp[c]);
-        for (int v = 0; v < kV; ++v) acc[c][v] = _mm512_fmadd_ps(xv, gv[v], acc[c][v]);
-      }
-    }
-  }
-  for (int c = 0; c < kC; ++c)
-    for (int v = 0; v < kV; ++v) _mm512_storeu_ps(d + c * g.co + 16 * v, acc[c][v]);
-}
-
-template <int kV>
-void micro512_any(int64_t nc, const float* x, const float* gr, float* d, const DwGeometry& g,
-                  int64_t r0, int64_t r1, int64_t ky, int64_t kx, int64_t lo, int64_t hi) {
-  switch (nc) {
-    case 6: return micro512<6, kV>(x, gr, d, g, r0, r1, ky, kx, lo, hi);
-    case 5: return micro512<5, kV>(x, gr, d, g, r0, r1, ky, kx, lo, hi);
-    case 4: return micro512<4, kV>(x, gr, d, g, r0, r1, ky, kx, lo, hi);
-    case 3: return micro512<3, kV>(x, gr, d, g, r0, r1, ky, kx, lo, hi);
-    case 2: return micro512<2, kV>(x, gr, d, g, r0, r1, ky, kx, lo, hi);
-    default: return micro512<1, kV>(x, gr, d, g, r0, r1, ky, kx, lo, hi);
-  }
-}
+namespace avx512 {  // 16 output channels per vector
+#define BNNNS_DW_VEC __m512
+#define BNNNS_DW_LANES 16
+#define BNNNS_DW_LOAD _mm512_loadu_ps
+#define BNNNS_DW_STORE _mm512_storeu_ps
+#define BNNNS_DW_SET1 _mm512_set1_ps
+#define BNNNS_DW_FMA _mm512_fmadd_ps
+#include "conv_dw_micro.inc"
+}  // namespace avx512
 
 // The output channels [0, 16 * (co / 16)) of one tap in 6 x 32 and 6 x 16 blocks; the
 // caller does the rest.
@@ -121,9 +93,9 @@ void tap_block_avx512(const float* x, const float* gr, float* dw, const DwGeomet
     const int64_t nc = std::min<int64_t>(6, g.ci - c0);
     const float* xc = x + c0;
     for (int64_t o0 = 0; o0 < co32; o0 += 32)
-      micro512_any<2>(nc, xc, gr + o0, dtap + c0 * g.co + o0, g, r0, r1, ky, kx, lo, hi);
+      avx512::micro_any<2>(nc, xc, gr + o0, dtap + c0 * g.co + o0, g, r0, r1, ky, kx, lo, hi);
     if (co16 > co32)
-      micro512_any<1>(nc, xc, gr + co32, dtap + c0 * g.co + co32, g, r0, r1, ky, kx, lo, hi);
+      avx512::micro_any<1>(nc, xc, gr + co32, dtap + c0 * g.co + co32, g, r0, r1, ky, kx, lo, hi);
   }
 }
 
@@ -140,43 +112,15 @@ void tap_block_avx512(const float* x, const float* gr, float* dw, const DwGeomet
 #pragma GCC target("avx2,fma")
 #endif
 
-// kC input channels x (kV * 8) output channels of one tap, summed over rows [r0, r1).
-template <int kC, int kV>
-void micro(const float* x, const float* gr, float* d, const DwGeometry& g, int64_t r0,
-           int64_t r1, int64_t ky, int64_t kx, int64_t lo, int64_t hi) {
-  __m256 acc[kC][kV];
-  for (int c = 0; c < kC; ++c)
-    for (int v = 0; v < kV; ++v) acc[c][v] = _mm256_loadu_ps(d + c * g.co + 8 * v);
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / g.ho, oy = r % g.ho, iy = oy * g.sh + ky - g.pad_top;
-    if (iy < 0 || iy >= g.h) continue;
-    const float* xp = x + ((n * g.h + iy) * g.w + lo * g.sw + kx - g.pad_left) * g.ci;
-    const float* gp = gr + (r * g.wo + lo) * g.co;
-    for (int64_t ox = lo; ox < hi; ++ox, xp += g.sw * g.ci, gp += g.co) {
-      __m256 gv[kV];
-      for (int v = 0; v < kV; ++v) gv[v] = _mm256_loadu_ps(gp + 8 * v);
-      for (int c = 0; c < kC; ++c) {
-        const __m256 xv = _mm256_broadcast_ss(xp + c);
-        for (int v = 0; v < kV; ++v) acc[c][v] = _mm256_fmadd_ps(xv, gv[v], acc[c][v]);
-      }
-    }
-  }
-  for (int c = 0; c < kC; ++c)
-    for (int v = 0; v < kV; ++v) _mm256_storeu_ps(d + c * g.co + 8 * v, acc[c][v]);
-}
-
-template <int kV>
-void micro_any(int64_t nc, const float* x, const float* gr, float* d, const DwGeometry& g,
-               int64_t r0, int64_t r1, int64_t ky, int64_t kx, int64_t lo, int64_t hi) {
-  switch (nc) {
-    case 6: return micro<6, kV>(x, gr, d, g, r0, r1, ky, kx, lo, hi);
-    case 5: return micro<5, kV>(x, gr, d, g, r0, r1, ky, kx, lo, hi);
-    case 4: return micro<4, kV>(x, gr, d, g, r0, r1, ky, kx, lo, hi);
-    case 3: return micro<3, kV>(x, gr, d, g, r0, r1, ky, kx, lo, hi);
-    case 2: return micro<2, kV>(x, gr, d, g, r0, r1, ky, kx, lo, hi);
-    default: return micro<1, kV>(x, gr, d, g, r0, r1, ky, kx, lo, hi);
-  }
-}
+namespace avx2 {  // 8 output channels per vector
+#define BNNNS_DW_VEC __m256
+#define BNNNS_DW_LANES 8
+#define BNNNS_DW_LOAD _mm256_loadu_ps
+#define BNNNS_DW_STORE _mm256_storeu_ps
+#define BNNNS_DW_SET1 _mm256_set1_ps
+#define BNNNS_DW_FMA _mm256_fmadd_ps
+#include "conv_dw_micro.inc"
+}  // namespace avx2
 
 // One tap over rows [r0, r1): with AVX-512 the output channels up to the last multiple of
 // 16 in tap_block_avx512, then 6 x 16 and 6 x 8 AVX2 register blocks; the channels past the
@@ -193,8 +137,8 @@ void tap_block_avx2(bool avx512, const float* x, const float* gr, float* dw,
     const int64_t nc = std::min<int64_t>(6, g.ci - c0);
     const float* xc = x + c0;
     for (int64_t o0 = avx512 ? co16 : 0; o0 < co16; o0 += 16)
-      micro_any<2>(nc, xc, gr + o0, dtap + c0 * g.co + o0, g, r0, r1, ky, kx, lo, hi);
-    if (co8 > co16) micro_any<1>(nc, xc, gr + co16, dtap + c0 * g.co + co16, g, r0, r1, ky, kx, lo, hi);
+      avx2::micro_any<2>(nc, xc, gr + o0, dtap + c0 * g.co + o0, g, r0, r1, ky, kx, lo, hi);
+    if (co8 > co16) avx2::micro_any<1>(nc, xc, gr + co16, dtap + c0 * g.co + co16, g, r0, r1, ky, kx, lo, hi);
   }
   if (co8 == g.co) return;
   for (int64_t r = r0; r < r1; ++r) {  // the channels left
