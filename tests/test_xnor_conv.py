@@ -186,14 +186,17 @@ def test_xnor_dense_equals_int_dense(c_in):
 def test_window_weights_layout_and_padding_counts():
     q = jnp.asarray(np.where(np.random.default_rng(0).random((3, 3, 8, 2)) < 0.5, -1, 1), jnp.int8)
     words, wpop = pack_window_weights(q)
-    # 3 row segments of 24 bits, each in its own 64-bit word: 3 words, 6 uint32
-    assert words.shape == (2, 6) and words.dtype == jnp.uint32
-    bits = np.unpackbits(np.asarray(words).view(np.uint8), axis=1, bitorder="little")
+    # 3 row segments of 24 bits, each in its own 64-bit word: L = 3 words per channel, stored
+    # word-major with the 2 channels side by side (two uint32 per word)
+    assert words.shape == (3, 4) and words.dtype == jnp.uint32
+    per_channel = np.asarray(words).reshape(3, 2, 2).transpose(1, 0, 2)  # (c_out, ky, 2 u32)
+    bits = np.unpackbits(per_channel.copy().view(np.uint8), axis=-1, bitorder="little")
     bits = bits.reshape(2, 3, 64)  # (c_out, ky, bit)
     flat = np.asarray(q).reshape(3, 24, 2).transpose(2, 0, 1) > 0  # bit kx c_in + c of ky
     np.testing.assert_array_equal(bits[:, :, :24], flat)
     assert not bits[:, :, 24:].any()  # pad bits are 0
-    np.testing.assert_array_equal(np.asarray(wpop), flat.reshape(2, 9, 8).sum(-1))
+    assert wpop.shape == (9, 2)  # (tap, c_out)
+    np.testing.assert_array_equal(np.asarray(wpop).T, flat.reshape(2, 9, 8).sum(-1))
 
 
 def test_explicit_padding_matches_lax_and_rejects_bad_pairs():

@@ -61,15 +61,20 @@ def explicit_padding(
 
 
 def pack_window_weights(q: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(kh, kw, c_in, c_out)`` ±1 weights -> ``(words, wpop)``: ``uint32 (c_out, 2 L)``, the
-    window bits of each output channel (``kh`` row segments of ``M`` 64-bit words, bit
-    ``64 M ky + kx c_in + c``, two ``uint32`` per 64-bit word, pad bits 0), and ``int32 (c_out,
-    kh kw)``, the number of +1 weights per tap (the padding correction)."""
+    """``(kh, kw, c_in, c_out)`` ±1 weights -> ``(words, wpop)`` in the kernel's layout, channels
+    side by side (the kernel's vectors read them as they are):
+
+    - ``words``: ``uint32 (L, 2 c_out)``, 64-bit word ``i`` of output channel ``co`` at
+      ``[i, 2 co : 2 co + 2]`` (low, high); a channel's window is ``kh`` row segments of ``M``
+      words, bit ``64 M ky + kx c_in + c``, pad bits 0;
+    - ``wpop``: ``int32 (kh kw, c_out)``, the number of +1 weights per tap (the padding
+      correction)."""
     kh, kw, c_in, c_out = q.shape
     seg = kw * c_in
     rows = jnp.pad(q.reshape(kh, seg, c_out), ((0, 0), (0, -seg % 64), (0, 0)), constant_values=-1)
-    words = pack_words(rows.reshape(-1, c_out), axis=0).T  # -1 pads -> 0 bits
-    wpop = jnp.sum(q > 0, axis=2, dtype=jnp.int32).reshape(kh * kw, c_out).T
+    halves = pack_words(rows.reshape(-1, c_out), axis=0)  # (2 L, c_out); -1 pads -> 0 bits
+    words = halves.reshape(-1, 2, c_out).transpose(0, 2, 1).reshape(-1, 2 * c_out)
+    wpop = jnp.sum(q > 0, axis=2, dtype=jnp.int32).reshape(kh * kw, c_out)
     return words, wpop
 
 

@@ -1,13 +1,14 @@
 // XNOR-popcount binary convolution for the XLA CPU runtime (an XLA FFI custom call).
 //
-// bnnns_xnor_conv(x: f32[N,H,W,C], w: u32[Cout, 2*L], wpop: s32[Cout, KH*KW])
+// bnnns_xnor_conv(x: f32[N,H,W,C], w: u32[L, 2*Cout], wpop: s32[KH*KW, Cout])
 //   -> s32[N,Ho,Wo,Cout]   with attributes kh, kw, sh, sw, pad_top, pad_left, chunk_work,
 //      parallel_work, isa.
 //
 // sign(x) (bit 1 <=> x >= 0, D10) is packed into row segments: for every input row and output
 // column, M = ceil(KW*C / 64) words holding the KW pixels under it (bit kx*C + c). A window
 // is KH whole segments, L = KH*M words (word ky*M + i; the weights `w` are packed the same way,
-// two u32 per u64 word, pad bits 0), and
+// two u32 per u64 word, pad bits 0, word i of channel co at u64 index i*Cout + co: channels
+// side by side, as the vectors read them; wpop likewise by tap), and
 //   acc = K_valid - 2 * (sum_i popcount(col_i XOR w_i) - corr),
 // where a zero-padded tap contributes 0 bits to col: it adds popcount(w_tap) = wpop[tap] to
 // the sum, which corr takes back, and K_valid counts only the taps inside the image. The
@@ -126,29 +127,23 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   g.cw = (g.c + 63) / 64;
   g.m = (kw * g.c + 63) / 64;
   g.l = kh * g.m;
-  if (wd[0] != g.cout || wd[1] != 2 * g.l || od[0] != g.n)
-    return ffi::Error::InvalidArgument("bnnns_xnor_conv: w must be u32[Cout, 2*L]");
+  const auto pd = wpop.dimensions();
+  if (wd[0] != g.l || wd[1] != 2 * g.cout || od[0] != g.n)
+    return ffi::Error::InvalidArgument("bnnns_xnor_conv: w must be u32[L, 2*Cout]");
+  if (pd.size() != 2 || pd[0] != kh * kw || pd[1] != g.cout)
+    return ffi::Error::InvalidArgument("bnnns_xnor_conv: wpop must be s32[KH*KW, Cout]");
   if (isa_attr < -1 || isa_attr > best_isa())
     return ffi::Error::InvalidArgument("bnnns_xnor_conv: isa must be -1 or 0.." +
                                        std::to_string(best_isa()) + " on this CPU");
   const int isa = isa_attr < 0 ? best_isa() : static_cast<int>(isa_attr);
-  thread_local std::vector<uint64_t> packed, zero_row, wt;
-  thread_local std::vector<int32_t> twice_pop;
+  thread_local std::vector<uint64_t> packed, zero_row;
   packed.resize(g.n * g.h * g.wo * g.m);  // every segment is written by pack_rows
   zero_row.assign(g.wo * g.m, 0);
-  wt.resize(g.l * g.cout);  // word i of channel co at i * cout + co: channels side by side
-  const uint64_t* w64 = reinterpret_cast<const uint64_t*>(w.typed_data());
-  for (int64_t co = 0; co < g.cout; ++co)
-    for (int64_t i = 0; i < g.l; ++i) wt[i * g.cout + co] = w64[co * g.l + i];
   const uint64_t* zp = zero_row.data();
   const float* xp = x.typed_data();
   uint64_t* pp = packed.data();
-  const uint64_t* wp = wt.data();
-  const int64_t taps = kh * kw;  // 2 * wpop by tap, channels side by side: the border fix-up
-  twice_pop.resize(taps * g.cout);
-  for (int64_t co = 0; co < g.cout; ++co)
-    for (int64_t t = 0; t < taps; ++t) twice_pop[t * g.cout + co] = 2 * wpop.typed_data()[co * taps + t];
-  const int32_t* pop = twice_pop.data();
+  const uint64_t* wp = reinterpret_cast<const uint64_t*>(w.typed_data());
+  const int32_t* pop = wpop.typed_data();
   int32_t* op = out->typed_data();
   const int64_t in_rows = g.n * g.h, rows = g.n * g.ho;
   // `work` (output value, word) pairs; below parallel_work the whole call stays on the calling
