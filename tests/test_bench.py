@@ -34,8 +34,9 @@ STEP_KEYS = {
 def test_quick_prints_one_json_object_per_line():
     # --quick's step counts and per-case processes at CI sizes (the tests' XLA -O0 compiles
     # fast but runs slowly: resnet20 at --quick's batch 128 was most of this test's time), for
-    # one model: birealnet18's three processes cost as much again, through the same code
-    sizes = ["--models", "resnet20", "--batch", "4", "--image", "32", "--width", "4"]
+    # one model, the MNIST CNN: resnet20's and birealnet18's processes run the same code (and
+    # resnet20's three were 130 s of CI, issue 17)
+    sizes = ["--models", "mnist_cnn", "--batch", "4", "--image", "16", "--width", "4"]
     p = subprocess.run(
         [sys.executable, "-m", "bnnns.bench", "--quick", *sizes],
         capture_output=True,
@@ -47,7 +48,7 @@ def test_quick_prints_one_json_object_per_line():
     lines = [json.loads(line) for line in p.stdout.splitlines()]
     steps = [x for x in lines if x["kind"] == "step"]
     assert {(x["model"], x["binarizer"]) for x in steps} == {
-        ("resnet20", b) for b in ("float", "sign", "lns")
+        ("mnist_cnn", b) for b in ("float", "sign", "lns")
     }
     for x in steps:
         assert STEP_KEYS <= x.keys(), STEP_KEYS - x.keys()
@@ -59,7 +60,7 @@ def test_quick_prints_one_json_object_per_line():
             assert 0 < x["mapping_flops_share"] < 1
             assert x["analytic_step_flops_valid"] < x["analytic_step_flops_plain"]
     summaries = {x["model"]: x for x in lines if x["kind"] == "summary"}
-    assert set(summaries) == {"resnet20"}
+    assert set(summaries) == {"mnist_cnn"}
     for s in summaries.values():
         assert {"lns_over_sign", "sign_over_float", "mapping_share_diff"} <= s.keys()
 
@@ -214,16 +215,21 @@ def test_costs_per_model_including_any_zoo_model(capsys):
 
 @pytest.mark.slow
 def test_gpu_step_script_runs_on_cpu_at_tiny_sizes(capsys):
-    """The accelerator script (not measured here: no device) runs end to end."""
-    argv = ["--gpu-step", "--gpu-batches", "2", "--image", "16", "--width", "2", "--warmup", "0",
-            "--steps", "1"]  # fmt: skip
+    """The accelerator script (not measured here: no device) runs end to end, on the MNIST CNN
+    (the same code as birealnet18's default: it was 180 s of CI, issue 17)."""
+    argv = ["--gpu-step", "--models", "mnist_cnn", "--gpu-batches", "2", "--image", "16",
+            "--width", "2", "--warmup", "0", "--steps", "1"]  # fmt: skip
     assert cli.main(argv) == 0
     lines = _lines(capsys)
     steps = {x["binarizer"] for x in lines if x["kind"] == "step"}
     assert steps == {"sign", "lns", "lns_bf16"}
     (g,) = [x for x in lines if x["kind"] == "gpu_step"]
     assert (
-        g["batch"] == 2 and g["device"] and g["lns_over_sign"] > 0 and g["lns_bf16_over_sign"] > 0
+        g["model"] == "mnist_cnn"
+        and g["batch"] == 2
+        and g["device"]
+        and g["lns_over_sign"] > 0
+        and g["lns_bf16_over_sign"] > 0
     )
     assert g["lns_bf16_img_per_s"] > 0
 

@@ -59,7 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", default=None, help="MODEL:BIN: per-XLA-op time of its step")
     a = p.parse_args(argv)
     if a.models is None:
-        a.models = "birealnet18" if a.mapping_ab else "resnet20,birealnet18"
+        a.models = "birealnet18" if (a.mapping_ab or a.gpu_step) else "resnet20,birealnet18"
     if a.warmup is None:
         a.warmup = 1 if a.mapping_ab else (2 if a.quick else (5 if a.peers else 3))
     if a.steps is None:
