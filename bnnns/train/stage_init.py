@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import traverse_util
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from bnnns.nn.layers import collect_aux_loss, drop_sown
+from bnnns.train.sharding import replicated
 from bnnns.train.steps import TrainState, lns_layer_stats
 
 __all__ = ["fresh_state", "transfer_pretrained", "warm_start_mapping"]
@@ -139,10 +140,10 @@ def warm_start_mapping(
         return optax.apply_updates(mapping_params, updates), opt_state
 
     opt_state = tx.init(mapping)
-    sharding = jax.tree.leaves(mapping)[0].sharding
-    if isinstance(sharding, NamedSharding):  # on the params' mesh, as ``step`` returns it: an
+    placed = jax.tree.leaves(mapping)[0].sharding
+    if isinstance(placed, NamedSharding):  # on the params' mesh, as ``step`` returns it: an
         # unplaced Adam count compiled ``step`` twice (8 s of a width-4 resnet20 LNS run)
-        opt_state = jax.device_put(opt_state, NamedSharding(sharding.mesh, PartitionSpec()))
+        opt_state = jax.device_put(opt_state, replicated(placed.mesh))
     evaluate = jax.jit(aux)
     loss, (excess, agreement) = evaluate(mapping, rest)
     done, converged = 0, False
