@@ -163,7 +163,7 @@ def _bound(art: artifact_lib.Artifact, kernel: str) -> Callable[[jax.Array], jax
     """The jitted apply of ``art`` with its variables closed over, built once per artifact:
     the weights are constants of the compiled program, as in a deployment engine's graph, so a
     call passes one array instead of the variables' ~150 leaves (their argument handling was
-    ~0.2 ms of a 1.4 ms batch-1 resnet20 predict on a 2-core Zen 1 EPYC, docs/bench.md)."""
+    ~0.2 ms of a ~1.5 ms batch-1 resnet20 predict on a 2-core Zen 1 EPYC, docs/bench.md)."""
     if ("bound", kernel) not in art.cache:
         variables, fn = _prepared(art, kernel)
         art.cache["bound", kernel] = jax.jit(lambda x: fn(variables, x))
