@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -10,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from bnnns.core.binary_ops import fold_norm_threshold, threshold_sign
+from bnnns.core.patch_conv import patch_conv
 from bnnns.nn.layers import BinaryConv, BinaryDense
 
 __all__ = ["BinaryOptions", "BatchNorm", "batch_norm", "imagenet_stem", "norm_to_sign", "PReLU"]
@@ -52,6 +54,16 @@ class BinaryOptions:
     def deployed(self) -> bool:
         """Inference from exported binary weights (:mod:`bnnns.deploy.inference`)."""
         return self.weight_binarizer == "deployed"
+
+    @property
+    def stem_conv(self) -> Callable[..., jax.Array]:
+        """The convolution function of a real stem conv of few input channels:
+        :func:`bnnns.core.patch_conv.patch_conv` on the deployed XNOR path (the CPU engine:
+        2x faster than XLA:CPU's convolution there, docs/bench.md), else
+        ``lax.conv_general_dilated``. Both give the same values up to float32 rounding."""
+        if self.deployed and self.deployed_kernel == "xnor":
+            return patch_conv
+        return jax.lax.conv_general_dilated
 
     def without_mapping(self) -> BinaryOptions:
         """These options with plain ``sign`` instead of LNS: for binary FC layers whose mapping

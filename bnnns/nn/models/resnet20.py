@@ -53,7 +53,16 @@ class ResNet20(nn.Module):
                 f"got block={self.block!r}, shortcut={self.shortcut!r}"
             )
         b, dt = self.binary, self.dtype
-        x = nn.Conv(self.width, (3, 3), padding="SAME", use_bias=False, dtype=dt, name="stem")(x)
+        stem = nn.Conv(
+            self.width,
+            (3, 3),
+            padding="SAME",
+            use_bias=False,
+            dtype=dt,
+            name="stem",
+            conv_general_dilated=b.stem_conv,
+        )
+        x = stem(x)
         x = batch_norm(train, dt)(x)
         for stage, features in enumerate((self.width, 2 * self.width, 4 * self.width)):
             for block in range(3):
