@@ -14,9 +14,11 @@ import shutil
 import sys
 import tempfile
 
-# Tests compile many small programs: XLA CPU at optimization level 0 compiles ~10x faster.
-# Benchmarks (bnnns.bench) run without this flag.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+from fast_compile import FAST_COMPILE  # noqa: E402  (no imports of its own)
+
+# Tests compile many small programs: fast_compile.py says which flags make that faster.
+# Benchmarks (bnnns.bench) run without them.
+os.environ.setdefault("XLA_FLAGS", FAST_COMPILE)
 
 # One persistent compilation cache per test run, shared by the xdist workers and every
 # subprocess they start (all inherit the environment): many tests train the same tiny

@@ -22,6 +22,7 @@ import signal
 import jax
 import numpy as np
 import pytest
+from fast_compile import FAST_COMPILE
 from helpers import build_once
 from train_process import ROOT, hook, launch, launch_two, train_env, wait_all, wait_for_files
 
@@ -48,9 +49,6 @@ OVERRIDES = {
     "lns.warmup_steps": 25,
     "progress_bar": False,
 }
-# XLA's CPU backend without LLVM optimisation: compiles ~10x faster (the jitted init of the LNS
-# CNN: 23 s -> 2 s) and every compared run uses it, so the comparison is unaffected.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
 RTOL, ATOL = 1e-5, 1e-6  # float32 round-off; 2 processes x 1 device vs 1 process x 2 devices
 ACCURACY_TOL = 1.5e-4  # at most one of the 10000 MNIST test images
 

@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 import pytest
+from fast_compile import FAST_COMPILE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEVICES = 8
@@ -53,8 +54,8 @@ LEARNING_RATE, MOMENTUM = 1e-3, 0.9
 
 
 def _worker(mode: str, out: str, *args: str, timeout: float = 600) -> dict:
-    # no LLVM optimisation: compiles ~10x faster; both sides of every comparison use it
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
+    # fast_compile.py's flags: compiles ~10x faster; both sides of every comparison use them
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=FAST_COMPILE)
     # jaxlib's YNNPACK convolutions, for which the rounding bound below was derived and measured
     # (0.28 of it). With bnnns' flag (XLA's own convolutions, bnnns/_xla_cpu.py) the LNS mapping
     # networks' conv-kernel gradients exceeded it: 147x at 8 devices, 19x with the rows reversed
