@@ -227,3 +227,19 @@ class StageCheckpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+    def close_after_error(self) -> None:
+        """:meth:`close` on the way out of a stage that raised: the save in flight finishes
+        and orbax's threads stop before the run releases its workdir. Without it a rerun in
+        the same process (a notebook, a retry loop, the tests) listed a step that the failed
+        run's manager was deleting (``FileNotFoundError`` from orbax), and its
+        :meth:`remove_unfinished` could delete a save still being written. A failure of that
+        save is printed, not raised over the error that ended the stage."""
+        try:
+            self.close()
+        except Exception as e:  # noqa: BLE001  (the stage's own error is the one to raise)
+            print(
+                f"warning: the checkpoint save in flight in {self.directory} failed as well: "
+                f"{_one_line(e)}",
+                flush=True,
+            )

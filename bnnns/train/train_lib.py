@@ -258,7 +258,11 @@ def _train(config, workdir, stages, splits, info, mesh, callbacks, stop) -> dict
                 pretrained = _load_pretrained(run, config.init_from)
             stage = Stage(run, name)
             stage.checkpointer.remove_unfinished()  # of a run that stopped mid-save
-            state, meta = stage.run_stage(pretrained)
+            try:
+                state, meta = stage.run_stage(pretrained)
+            except BaseException:
+                stage.checkpointer.close_after_error()  # before the workdir's lock is released
+                raise
             stage.checkpointer.close()
             if name == "pretrain":
                 pretrained = state
