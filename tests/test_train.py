@@ -79,6 +79,20 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     assert len(read_metrics(resumed)) == 4  # nothing logged twice
 
 
+def test_close_after_error_reports_a_failed_save_without_raising(tmp_path, monkeypatch, capsys):
+    """The stage's own error is the one raised; a save that failed too is one warning line."""
+    ckpt = StageCheckpointer(str(tmp_path / "ckpt"))
+
+    def failed_save():
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(ckpt._manager, "wait_until_finished", failed_save)
+    ckpt.close_after_error()
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert f"save in flight in {ckpt.directory} failed as well: OSError: No space left" in out
+
+
 def test_mid_epoch_resume_keeps_the_whole_epochs_train_metrics(tmp_path):
     """Resume from a mid-epoch checkpoint: same weights, and epoch means over all its steps."""
     config = tiny_config(**{"stages": "pretrain", "checkpoint_every_steps": 3})

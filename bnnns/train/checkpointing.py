@@ -234,7 +234,11 @@ class StageCheckpointer:
         the same process (a notebook, a retry loop, the tests) listed a step that the failed
         run's manager was deleting (``FileNotFoundError`` from orbax), and its
         :meth:`remove_unfinished` could delete a save still being written. A failure of that
-        save is printed, not raised over the error that ended the stage."""
+        save is printed, not raised over the error that ended the stage. With several
+        processes it does nothing: the other processes may never reach orbax's barriers, and
+        a hang must not hide the error."""
+        if jax.process_count() > 1:
+            return
         try:
             self.close()
         except Exception as e:  # noqa: BLE001  (the stage's own error is the one to raise)
