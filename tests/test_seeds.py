@@ -73,6 +73,24 @@ def test_vmapped_lns_step_equals_single_steps():
 
 
 @pytest.mark.slow
+def test_a_multi_seed_run_that_raises_leaves_its_saves_finished(tmp_path):
+    """A callback error ends the run only after every seed's save in flight is finished (a
+    rerun in the same process must not meet a half-written or half-deleted step)."""
+
+    def crash(record):
+        if record["seed"] == 1:
+            raise RuntimeError("callback failed")
+
+    config = tiny_config(
+        num_seeds=2, stages="pretrain", checkpoint_every_steps=3, **{"pretrain.epochs": 1}
+    )
+    with pytest.raises(RuntimeError, match="callback failed"):
+        train_and_evaluate(config, str(tmp_path), callbacks=[crash])
+    for s in range(2):  # steps 3, 6, 8 saved, the newest 2 kept
+        ckpt = os.path.join(seed_workdir(str(tmp_path), s), "checkpoints", "pretrain")
+        assert sorted(os.listdir(ckpt)) == ["6", "8"], s
+
+
 def test_seed_s_of_a_multi_seed_run_equals_the_single_run(tmp_path):
     """Seed 1 of a 2-seed run of one pretrain epoch against the single run of seed 1 (the
     config's seed + 1: own init and data order): weights to float32 round-off, the same test

@@ -265,7 +265,12 @@ def train_seeds(
             group = SeedStages(runs, name)
             for st in group.stages:
                 st.checkpointer.remove_unfinished()  # of a run that stopped mid-save
-            states, metas = group.run_stage(pretrained)
+            try:
+                states, metas = group.run_stage(pretrained)
+            except BaseException:
+                for st in group.stages:  # as train_lib._train: saves finish before the unlock
+                    st.checkpointer.close_after_error()
+                raise
             for st in group.stages:
                 st.checkpointer.close()
             if name == "pretrain":
