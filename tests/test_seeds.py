@@ -72,7 +72,6 @@ def test_vmapped_lns_step_equals_single_steps():
     assert not np.allclose(*[jax.tree.leaves(unstack(stacked, s).params)[0] for s in (0, 1)])
 
 
-@pytest.mark.slow
 def test_a_multi_seed_run_that_raises_leaves_its_saves_finished(tmp_path):
     """A callback error ends the run only after every seed's save in flight is finished (a
     rerun in the same process must not meet a half-written or half-deleted step)."""
@@ -91,6 +90,7 @@ def test_a_multi_seed_run_that_raises_leaves_its_saves_finished(tmp_path):
         assert sorted(os.listdir(ckpt)) == ["6", "8"], s
 
 
+@pytest.mark.slow
 def test_seed_s_of_a_multi_seed_run_equals_the_single_run(tmp_path):
     """Seed 1 of a 2-seed run of one pretrain epoch against the single run of seed 1 (the
     config's seed + 1: own init and data order): weights to float32 round-off, the same test
